@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One entry point that does all set-up on a fresh Debian machine, then runs
+# what you asked for:
+#   bash run.sh demo    a twistls TLS server and a verifying client on 127.0.0.1
+#   bash run.sh test    the whole test suite (what CI runs)
+#   bash run.sh bench   the benchmark against Twisted's TLS and asyncio
+#   bash run.sh shell   a shell in the project's virtual environment
+# Set-up: installs swig, libssl-dev, openssl and ca-certificates with apt-get
+# when missing (M2Crypto builds from source), creates or reuses .venv with
+# Python 3.11, and installs twistls with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")"
+here=$(pwd)
+venv="${TWISTLS_VENV:-$here/.venv}"
+
+need_apt=()
+command -v swig >/dev/null 2>&1 || need_apt+=(swig)
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+[ -d /etc/ssl/certs ] && ls /etc/ssl/certs/*.pem >/dev/null 2>&1 || need_apt+=(ca-certificates)
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "run.sh: installing ${need_apt[*]} with apt-get" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+py="${PYTHON:-}"
+if [ -z "$py" ]; then
+  for cand in python3.11 python3; do
+    if command -v "$cand" >/dev/null 2>&1; then py="$cand"; break; fi
+  done
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  echo "run.sh: creating $venv" >&2
+  "$py" -m venv "$venv"
+fi
+stamp="$venv/.twistls-installed"
+want=$(cat setup.cfg setup.py | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "run.sh: installing twistls and its test extras into $venv" >&2
+  "$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel 2>&1 | grep -v "is ignored" || true
+  "$venv/bin/python" -m pip install -q -e ".[test,bench]" --config-settings editable_mode=compat 2>&1 | grep -v "is ignored" || true
+  "$venv/bin/python" -c "import twistls, M2Crypto, service_identity, twisted" 
+  echo "$want" > "$stamp"
+fi
+# Refresh Twisted's plugin cache so twistd and endpoint strings find twistls.
+"$venv/bin/python" -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))" 2>/dev/null || true
+export PATH="$venv/bin:$PATH"
+
+cmd="${1:-demo}"; shift || true
+case "$cmd" in
+  demo)  exec "$venv/bin/python" -m twistls demo "$@" ;;
+  test)  exec "$venv/bin/python" -m pytest -q "$@" ;;
+  bench) exec "$venv/bin/python" bench/run.py "$@" ;;
+  shell) exec "${SHELL:-bash}" ;;
+  *) echo "usage: bash run.sh [demo|test|bench|shell] [args...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,532 @@
+"""The sans-IO TLS engine: one M2Crypto ``SSL*`` between two memory BIOs.
+
+Bytes that arrived from the network go in with :meth:`TLSEngine.receive_bytes`
+(``b""`` means the transport reached end of file), plaintext the application
+wants to send goes in with :meth:`TLSEngine.send_plaintext`; bytes to put on
+the wire come out of :meth:`TLSEngine.bytes_to_send` and what happened comes
+back as a list of events.  The engine owns no socket, no reactor and imports
+nothing from Twisted, so tests can drive two engines back to back.
+
+Contract kept by the engine:
+
+* No plaintext is written into the TLS connection before the handshake is
+  complete *and* the verifier (the Checker) approved the peer: earlier
+  :meth:`send_plaintext` calls are buffered, then flushed in order.
+* No :class:`PlaintextReceived` event is produced before
+  :class:`HandshakeCompleted`.
+* A failure is reported once, as a :class:`Failed` event carrying a typed
+  :class:`~twistls.errors.TLSError`; after it the engine accepts no more input.
+* Every ``SSL*`` (and the BIOs it owns) is freed exactly once, by
+  :meth:`free` or, failing that, when the engine is garbage collected.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Callable, Union
+
+import M2Crypto.SSL  # noqa: F401  (initialises M2Crypto's SSL error type)
+from M2Crypto import m2
+
+from twistls import _openssl as _ossl
+from twistls.errors import (
+    ConfigurationError,
+    EngineStateError,
+    NoPeerCertificateError,
+    PeerAlertError,
+    ProtocolVersionError,
+    TLSError,
+    verification_error_for_code,
+)
+
+__all__ = [
+    "ContextHandle",
+    "TLSEngine",
+    "HandshakeCompleted",
+    "PlaintextReceived",
+    "CloseNotifyReceived",
+    "Truncated",
+    "Failed",
+    "Event",
+    "ConnectionInfo",
+]
+
+_SSLError = M2Crypto.SSL.SSLError
+_RECEIVED_SHUTDOWN = m2.SSL_RECEIVED_SHUTDOWN
+_READ_SIZE = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeCompleted:
+    """The handshake finished and the verifier accepted the peer."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlaintextReceived:
+    """Application data arrived (all records decrypted by one call, joined)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseNotifyReceived:
+    """The peer ended the TLS session cleanly with close_notify."""
+
+
+@dataclass(frozen=True, slots=True)
+class Truncated:
+    """The transport ended after the handshake without close_notify."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The connection failed; ``error`` says why.  Bytes still returned by
+    :meth:`TLSEngine.bytes_to_send` (an alert) should be sent before closing."""
+
+    error: TLSError
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """What was negotiated on one TLS connection (plain data).
+
+    Attributes:
+        version: ``"TLSv1.3"``, ``"TLSv1.2"``.
+        cipher: OpenSSL's cipher name; ``cipher_bits`` its secret bits.
+        alpn_protocol: the ALPN protocol agreed on, or ``None``.
+        server_name: the SNI name sent (client) or received (server).
+        session_reused: whether an earlier session was resumed.
+        peer_chain_der: the peer's certificates in DER, its own first.
+        verified: whether the peer chain was verified and accepted.
+        verify_result: OpenSSL's verify result code (0 = OK).
+        compression: always ``None`` (twistls never compresses).
+    """
+
+    version: str | None
+    cipher: str | None
+    cipher_bits: int | None
+    alpn_protocol: str | None
+    server_name: str | None
+    session_reused: bool
+    peer_chain_der: tuple[bytes, ...]
+    verified: bool
+    verify_result: int
+    compression: None = None
+
+
+Event = Union[HandshakeCompleted, PlaintextReceived, CloseNotifyReceived, Truncated, Failed]
+
+
+class ContextHandle:
+    """Owns one OpenSSL ``SSL_CTX`` made with ``m2.ssl_ctx_new``.
+
+    M2Crypto's :class:`M2Crypto.SSL.Context` is avoided on purpose: its
+    constructor ORs in OpenSSL 1.0-era option bits that cannot be cleared
+    through M2Crypto and that disable truncation detection on OpenSSL 3.
+
+    Attributes:
+        ptr: the SWIG ``SSL_CTX *`` for ``m2.*`` calls.
+        address: the same pointer as an int, for :mod:`twistls._openssl`.
+        verifying: whether peer verification is on (set by the builder).
+    """
+
+    def __init__(self) -> None:
+        ptr = m2.ssl_ctx_new(m2.sslv23_method())
+        if ptr is None:
+            raise ConfigurationError("OpenSSL could not create an SSL_CTX: " + "; ".join(_ossl.drain_errors()))
+        self.ptr = ptr
+        self.address = int(ptr)
+        self.verifying = False
+        self.keepalive: list[object] = []  # objects C callbacks rely on
+        self._finalizer = weakref.finalize(self, m2.ssl_ctx_free, ptr)
+
+    def free(self) -> None:
+        """Release the ``SSL_CTX`` now (engines made from it keep their own reference)."""
+        self._finalizer()
+
+
+def _free_ssl(ssl: object, address: int) -> None:
+    _ossl.verify_failures.pop(address, None)
+    m2.ssl_free(ssl)
+
+
+class TLSEngine:
+    """One TLS connection, without I/O.
+
+    Args:
+        context: the context handle the connection is made from.
+        client: ``True`` for the client role, ``False`` for the server role.
+        server_hostname: the SNI name a client sends (``None``: none).
+        verifier: called once after the handshake with this engine; it raises
+            a :class:`~twistls.errors.TLSError` to reject the peer.
+
+    Raises:
+        ConfigurationError: OpenSSL could not create the connection or
+            rejected the SNI name.
+
+    .. versionadded:: 0.1
+    """
+
+    _INIT, _HANDSHAKING, _ESTABLISHED, _CLOSED, _FAILED = range(5)
+
+    def __init__(
+        self,
+        context: ContextHandle,
+        *,
+        client: bool,
+        server_hostname: str | None = None,
+        verifier: Callable[[TLSEngine], None] | None = None,
+    ) -> None:
+        self.client = client
+        self._context = context
+        self._verifier = verifier
+        ssl = m2.ssl_new(context.ptr)
+        if ssl is None:
+            raise ConfigurationError("OpenSSL could not create an SSL object: " + "; ".join(_ossl.drain_errors()))
+        self._ssl = ssl
+        self._address = int(ssl)
+        self._finalizer = weakref.finalize(self, _free_ssl, ssl, self._address)
+        self._rbio = m2.bio_new(m2.bio_s_mem())
+        self._wbio = m2.bio_new(m2.bio_s_mem())
+        m2.bio_set_mem_eof_return(self._rbio, -1)
+        m2.bio_set_mem_eof_return(self._wbio, -1)
+        m2.ssl_set_bio(ssl, self._rbio, self._wbio)  # the SSL now owns both BIOs
+        if client:
+            m2.ssl_set_connect_state(ssl)
+            if server_hostname:
+                try:
+                    m2.ssl_set_tlsext_host_name(ssl, server_hostname)
+                except _SSLError as exc:
+                    self.free()
+                    raise ConfigurationError(f"invalid server name {server_hostname!r}: {exc}") from exc
+        else:
+            m2.ssl_set_accept_state(ssl)
+        self._state = self._INIT
+        self._pending: list[bytes] = []
+        self._eof = False
+        self._close_notify_sent = False
+        self.error: TLSError | None = None
+        self.peer_closed = False
+        self._established_once = False
+
+    # -- input -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin the handshake.  A client puts its ClientHello in
+        :meth:`bytes_to_send`; a server just waits for one.  Calling it is
+        optional: the first :meth:`receive_bytes` starts the handshake too.
+
+        Raises:
+            EngineStateError: the handshake was already started.
+        """
+        if self._state != self._INIT:
+            raise EngineStateError("the TLS handshake was already started")
+        self._state = self._HANDSHAKING
+        events: list[Event] = []
+        self._handshake(events)
+        if events:  # only a local failure can happen this early
+            failed = events[-1]
+            if isinstance(failed, Failed):
+                raise failed.error
+
+    def receive_bytes(self, data: bytes) -> list[Event]:
+        """Feed bytes from the network; ``b""`` means the transport ended.
+
+        Returns:
+            The events this input produced, in order.  Input after the
+            connection failed or closed is ignored.
+        """
+        state = self._state
+        if state >= self._CLOSED:
+            return []
+        events: list[Event] = []
+        if data:
+            m2.bio_write(self._rbio, data)
+        else:
+            self._eof = True
+            m2.bio_set_mem_eof_return(self._rbio, 0)
+        if state == self._INIT:
+            self._state = state = self._HANDSHAKING
+        if state == self._HANDSHAKING:
+            self._handshake(events)
+        if self._state == self._ESTABLISHED:
+            self._read(events)
+        return events
+
+    def send_plaintext(self, data: bytes) -> None:
+        """Queue application data.  Before the handshake is done and the peer
+        approved it is buffered, then sent in order.
+
+        Raises:
+            EngineStateError: the connection is closed or failed.
+        """
+        state = self._state
+        if state == self._ESTABLISHED:
+            if self._close_notify_sent:
+                raise EngineStateError("cannot send after close()")
+            if m2.ssl_write_nbio(self._ssl, data) < 0:
+                self._pending.append(bytes(data))
+        elif state < self._ESTABLISHED:
+            self._pending.append(bytes(data))
+        else:
+            raise EngineStateError("cannot send on a closed or failed TLS connection")
+
+    def bytes_to_send(self) -> bytes:
+        """Return (and forget) the bytes waiting to go on the wire."""
+        pending = m2.bio_ctrl_pending(self._wbio)
+        if not pending:
+            return b""
+        data = m2.bio_read(self._wbio, pending)
+        return data if data is not None else b""
+
+    def close(self) -> None:
+        """Send close_notify after any buffered plaintext (also in answer to the
+        peer's close_notify).  Closing an engine whose handshake is not done
+        only stops it (nothing is sent).  Idempotent."""
+        if self._state == self._FAILED or self._close_notify_sent:
+            return
+        if self._established_once:
+            if self._state == self._ESTABLISHED:
+                self._flush_pending()
+            self._close_notify_sent = True
+            _ossl.ERR_clear_error()
+            m2.ssl_shutdown(self._ssl)
+            _ossl.ERR_clear_error()
+        else:
+            self._state = self._CLOSED
+
+    def free(self) -> None:
+        """Release the OpenSSL objects now.  Idempotent; the engine is unusable after."""
+        self._state = max(self._state, self._CLOSED)
+        self._finalizer()
+
+    # -- state -------------------------------------------------------------------
+
+    @property
+    def handshake_done(self) -> bool:
+        """Whether the handshake completed and the peer was approved."""
+        return self._established_once and self.error is None
+
+    @property
+    def failed(self) -> bool:
+        """Whether the connection failed."""
+        return self._state == self._FAILED
+
+    @property
+    def pending_plaintext(self) -> int:
+        """Bytes of plaintext buffered until the handshake completes."""
+        return sum(len(p) for p in self._pending)
+
+    @property
+    def ssl_address(self) -> int:
+        """The ``SSL*`` as an int, for :mod:`twistls._openssl` calls."""
+        return self._address
+
+    # -- connection information ------------------------------------------------
+
+    def version(self) -> str | None:
+        """Negotiated protocol version (``"TLSv1.3"``), or ``None`` before the handshake."""
+        if not self._established_once:
+            return None
+        return str(m2.ssl_get_version(self._ssl))
+
+    def cipher(self) -> tuple[str, int] | None:
+        """Negotiated cipher name and its secret bits, or ``None``."""
+        if not self._established_once:
+            return None
+        c = m2.ssl_get_current_cipher(self._ssl)
+        if c is None:
+            return None
+        return str(m2.ssl_cipher_get_name(c)), int(m2.ssl_cipher_get_bits(c))
+
+    def session_reused(self) -> bool:
+        """Whether the handshake resumed an earlier session."""
+        return bool(_ossl.SSL_session_reused(self._address))
+
+    def alpn_protocol(self) -> bytes | None:
+        """The ALPN protocol both sides agreed on, or ``None``."""
+        return _ossl.alpn_selected(self._address)
+
+    def server_name(self) -> str | None:
+        """The SNI name (sent by this client, or received by this server)."""
+        name = _ossl.SSL_get_servername(self._address, 0)
+        return name.decode("ascii", "replace") if name else None
+
+    def verify_result(self) -> int:
+        """OpenSSL's verify result for the peer chain (0 = OK)."""
+        return int(_ossl.SSL_get_verify_result(self._address))
+
+    def peer_certificate_der(self) -> bytes | None:
+        """The peer's certificate in DER, or ``None`` if it sent none."""
+        x509 = m2.ssl_get_peer_cert(self._ssl)
+        if x509 is None:
+            return None
+        try:
+            return bytes(m2.i2d_x509(x509))
+        finally:
+            m2.x509_free(x509)
+
+    def peer_chain_der(self) -> list[bytes]:
+        """The certificates the peer sent, in DER, its own certificate first."""
+        chain: list[bytes] = []
+        stack = m2.ssl_get_peer_cert_chain(self._ssl)
+        if stack is not None:
+            for i in range(m2.sk_x509_num(stack)):
+                chain.append(bytes(m2.i2d_x509(m2.sk_x509_value(stack, i))))
+        if not self.client:
+            # OpenSSL leaves the client's own certificate out of the server-side chain.
+            leaf = self.peer_certificate_der()
+            if leaf is not None:
+                chain.insert(0, leaf)
+        return chain
+
+    def info(self) -> ConnectionInfo:
+        """Everything negotiated, as one :class:`ConnectionInfo`."""
+        cipher = self.cipher()
+        alpn = self.alpn_protocol()
+        return ConnectionInfo(
+            version=self.version(),
+            cipher=cipher[0] if cipher else None,
+            cipher_bits=cipher[1] if cipher else None,
+            alpn_protocol=alpn.decode("ascii", "replace") if alpn is not None else None,
+            server_name=self.server_name(),
+            session_reused=self.session_reused(),
+            peer_chain_der=tuple(self.peer_chain_der()) if self._established_once else (),
+            verified=self.handshake_done and self._context.verifying,
+            verify_result=self.verify_result(),
+        )
+
+    # -- internals -----------------------------------------------------------------
+
+    def _handshake(self, events: list[Event]) -> None:
+        _ossl.ERR_clear_error()
+        ret = m2.ssl_do_handshake(self._ssl)
+        if ret == 1:
+            self._established(events)
+            return
+        err = _ossl.SSL_get_error(self._address, ret)
+        if err in (_ossl.SSL_ERROR_WANT_READ, _ossl.SSL_ERROR_WANT_WRITE):
+            if self._eof:
+                self._fail(TLSError("the peer closed the connection during the TLS handshake"), events)
+            return
+        self._fail(self._handshake_failure(), events)
+
+    def _established(self, events: list[Event]) -> None:
+        self._state = self._ESTABLISHED
+        self._established_once = True
+        self.peer_closed = False
+        if m2.ssl_get_version(self._ssl) != "TLSv1.3" and not _ossl.extms_used(self._address):
+            self._fail(
+                TLSError(f"the peer did not negotiate the extended master secret ({self.version()})"),
+                events,
+                discard_output=True,
+            )
+            return
+        if self._verifier is not None:
+            try:
+                self._verifier(self)
+            except TLSError as exc:
+                self._fail(exc, events, discard_output=True)
+                return
+        events.append(HandshakeCompleted())
+        self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            data = b"".join(pending)
+            if m2.ssl_write_nbio(self._ssl, data) < 0:
+                self._pending.append(data)
+
+    def _read(self, events: list[Event]) -> None:
+        read = m2.ssl_read_nbio
+        ssl = self._ssl
+        chunks: list[bytes] = []
+        while True:
+            try:
+                data = read(ssl, _READ_SIZE)
+            except _SSLError as exc:
+                if chunks:
+                    events.append(PlaintextReceived(b"".join(chunks)))
+                _ossl.ERR_clear_error()
+                if self._eof and not (m2.ssl_get_shutdown(ssl) & _RECEIVED_SHUTDOWN):
+                    self._state = self._CLOSED
+                    events.append(Truncated())
+                else:
+                    self._fail(_classify(str(exc), []), events)
+                return
+            if data is None:
+                break
+            if not data:
+                if chunks:
+                    events.append(PlaintextReceived(b"".join(chunks)))
+                self.peer_closed = True
+                self._state = self._CLOSED
+                events.append(CloseNotifyReceived())
+                return
+            chunks.append(data)
+        if chunks:
+            events.append(PlaintextReceived(chunks[0] if len(chunks) == 1 else b"".join(chunks)))
+
+    def _fail(self, error: TLSError, events: list[Event], *, discard_output: bool = False) -> None:
+        self._state = self._FAILED
+        self.error = error
+        self._pending = []
+        if discard_output:
+            self.bytes_to_send()
+        events.append(Failed(error))
+
+    def _handshake_failure(self) -> TLSError:
+        reasons = _ossl.drain_errors()
+        record = _ossl.verify_failures.pop(self._address, None)
+        if record is not None or any("certificate verify failed" in r for r in reasons):
+            if record is None:
+                code, depth, subject = int(_ossl.SSL_get_verify_result(self._address)), None, None
+            else:
+                code, depth, subject = record
+            message = _ossl.verify_error_string(code)
+            where = f" at depth {depth}" if depth is not None else ""
+            who = f" ({subject})" if subject else ""
+            cls = verification_error_for_code(code)
+            return cls(
+                f"certificate verify failed: {message} (X509 error {code}{where}){who}",
+                verify_code=code,
+                verify_message=message,
+                depth=depth,
+                subject=subject or None,
+                openssl_errors=reasons,
+            )
+        return _classify("; ".join(reasons) or "unknown TLS handshake failure", reasons)
+
+
+_VERSION_REASONS = (
+    "unsupported protocol",
+    "no protocols available",
+    "protocol version",
+    "wrong ssl version",
+    "version too low",
+    "unknown protocol",
+    "wrong version number",
+)
+
+
+def _classify(text: str, reasons: list[str]) -> TLSError:
+    """Turn OpenSSL reason strings into the most specific TLSError."""
+    lowered = text.lower()
+    if "peer did not return a certificate" in lowered or "certificate required" in lowered:
+        return NoPeerCertificateError(
+            f"the peer sent no certificate but one is required ({text})",
+            verify_message="no peer certificate",
+            openssl_errors=reasons,
+        )
+    if any(v in lowered for v in _VERSION_REASONS):
+        return ProtocolVersionError(f"no TLS protocol version in common with the peer ({text})", openssl_errors=reasons)
+    for marker in ("sslv3 alert ", "tlsv1 alert ", "tlsv13 alert "):
+        if marker in lowered:
+            alert = lowered.split(marker, 1)[1].split(";")[0].strip()
+            return PeerAlertError(f"the peer rejected the connection with alert '{alert}' ({text})", alert=alert, openssl_errors=reasons)
+    if "unexpected eof" in lowered:
+        return TLSError(f"the peer closed the connection during the TLS handshake ({text})", openssl_errors=reasons)
+    return TLSError(f"TLS failure: {text}", openssl_errors=reasons)
+

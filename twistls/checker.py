@@ -1,0 +1,252 @@
+"""The post-connection Checker: is this certificate the one for the host we meant?
+
+Pure: it takes DER certificates and a host, and never touches a socket, a BIO
+or OpenSSL.  Matching follows RFC 6125 through service-identity:
+
+* a DNS name is matched against subjectAltName DNS entries (one left-most
+  wildcard label at most, no partial wildcards, IDNA-aware);
+* an IP address (``"192.0.2.1"``, ``"::1"``, ``"[::1]"``) only against
+  subjectAltName IP entries;
+* the subject commonName is used **only** when the caller passes
+  ``allow_common_name=True`` *and* the certificate has no subjectAltName
+  extension at all;
+* optional pins: SHA-256 digests of a SubjectPublicKeyInfo; the connection is
+  accepted only if some certificate the peer sent has a pinned key.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+from service_identity import CertificateError as _SICertificateError
+from service_identity import VerificationError as _SIVerificationError
+from service_identity.cryptography import (
+    verify_certificate_hostname,
+    verify_certificate_ip_address,
+)
+from service_identity.hazmat import (
+    DNS_ID,
+    DNSPattern,
+    IPAddress_ID,
+    IPAddressPattern,
+    verify_service_identity,
+)
+
+from twistls.errors import (
+    ConfigurationError,
+    HostnameMismatchError,
+    NoPeerCertificateError,
+    PinMismatchError,
+)
+
+__all__ = ["Checker", "spki_sha256", "certificate_names", "parse_ip"]
+
+
+def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Return ``host`` as an IP address if it is an IP literal, else ``None``.
+    Brackets around IPv6 literals are accepted."""
+    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def spki_sha256(certificate_der: bytes) -> str:
+    """The lower-case hex SHA-256 of a certificate's SubjectPublicKeyInfo.
+
+    Args:
+        certificate_der: the certificate in DER.
+
+    Returns:
+        64 hex digits (the pin format :class:`Checker` accepts).
+    """
+    cert = x509.load_der_x509_certificate(certificate_der)
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def certificate_names(cert: x509.Certificate) -> list[str]:
+    """The identities a certificate holds, for messages: ``DNS:…``, ``IP:…``,
+    and ``CN:…`` (the commonName, listed last)."""
+    names: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None:
+        names += [f"DNS:{n}" for n in san.get_values_for_type(x509.DNSName)]
+        names += [f"IP:{n}" for n in san.get_values_for_type(x509.IPAddress)]
+        names += [f"URI:{n}" for n in san.get_values_for_type(x509.UniformResourceIdentifier)]
+    for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        names.append(f"CN:{attr.value!s}")
+    return names
+
+
+def _normalise_pin(pin: str) -> str:
+    text = pin.strip()
+    if text.lower().startswith("sha256/"):
+        text = text[7:]
+        raw = _b64(text)
+    else:
+        hexed = text.replace(":", "").lower()
+        if len(hexed) == 64 and all(c in "0123456789abcdef" for c in hexed):
+            return hexed
+        raw = _b64(text)
+    if raw is None or len(raw) != 32:
+        raise ConfigurationError(
+            f"pin {pin!r} is not a SHA-256 digest: give 64 hex digits or 'sha256/<base64>'"
+        )
+    return raw.hex()
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Checker:
+    """Checks a peer certificate chain against the expected identity.
+
+    Args:
+        hostname: the DNS name or IP address the caller meant to reach (not
+            the address that was dialled).  ``None`` checks no name (only pins).
+        allow_common_name: legacy fallback: accept a match on the subject
+            commonName, and only for certificates without any
+            subjectAltName extension.
+        pins: SHA-256 SPKI pins (64 hex digits, or ``sha256/<base64>``).
+
+    Raises:
+        ConfigurationError: a pin is malformed or the hostname is empty.
+
+    .. versionadded:: 0.1
+    """
+
+    hostname: str | None = None
+    allow_common_name: bool = False
+    pins: Sequence[str] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.hostname is not None and not self.hostname.strip():
+            raise ConfigurationError("the expected hostname is empty")
+        object.__setattr__(self, "pins", tuple(_normalise_pin(p) for p in self.pins))
+
+    def check(self, chain_der: Sequence[bytes]) -> None:
+        """Accept or reject a peer chain.
+
+        Args:
+            chain_der: the certificates the peer sent, its own first, in DER.
+
+        Raises:
+            HostnameMismatchError: the certificate does not name the host.
+            PinMismatchError: no certificate in the chain has a pinned key.
+            NoPeerCertificateError: the chain is empty.
+        """
+        if not chain_der:
+            raise NoPeerCertificateError(
+                "the peer sent no certificate", verify_message="no peer certificate", depth=0
+            )
+        if self.hostname is not None:
+            self.check_hostname(x509.load_der_x509_certificate(chain_der[0]))
+        if self.pins:
+            self.check_pins(chain_der)
+
+    def check_hostname(self, cert: x509.Certificate) -> None:
+        """Match :attr:`hostname` against ``cert``.
+
+        Raises:
+            HostnameMismatchError: it does not match.
+            ConfigurationError: the Checker has no hostname.
+        """
+        host = self.hostname
+        if host is None:
+            raise ConfigurationError("this Checker has no hostname to check")
+        ip = parse_ip(host)
+        errors: list[object] = []
+        try:
+            if ip is not None:
+                verify_certificate_ip_address(cert, str(ip))
+            else:
+                verify_certificate_hostname(cert, host.rstrip("."))
+            return
+        except _SIVerificationError as exc:
+            errors = list(exc.errors)
+        except _SICertificateError as exc:
+            # No subjectAltName at all: the only case where commonName may count.
+            if self.allow_common_name and self._common_name_matches(cert, host, ip):
+                return
+            errors = [str(exc)]
+        names = certificate_names(cert)
+        held = ", ".join(names) if names else "no names at all"
+        hint = ""
+        if not any(n.startswith(("DNS:", "IP:")) for n in names) and not self.allow_common_name:
+            hint = " (the certificate has no subjectAltName; commonName is only used with allow_common_name=True)"
+        raise HostnameMismatchError(
+            f"certificate is not valid for {host!r}: it holds {held}{hint}",
+            hostname=host,
+            names=names,
+            errors=errors,
+            subject=cert.subject.rfc4514_string(),
+        )
+
+    @staticmethod
+    def _common_name_matches(cert: x509.Certificate, host: str, ip: object) -> bool:
+        try:
+            cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            return False  # a SAN extension exists: commonName never counts
+        except x509.ExtensionNotFound:
+            pass
+        for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+            cn = str(attr.value)
+            try:
+                if ip is not None:
+                    cn_ip = parse_ip(cn)
+                    if cn_ip is None:
+                        continue
+                    verify_service_identity(
+                        [IPAddressPattern(pattern=cn_ip)], obligatory_ids=[IPAddress_ID(str(ip))], optional_ids=[]
+                    )
+                else:
+                    verify_service_identity(
+                        [DNSPattern.from_bytes(cn.encode("utf-8"))],
+                        obligatory_ids=[DNS_ID(host.rstrip("."))],
+                        optional_ids=[],
+                    )
+                return True
+            except (_SIVerificationError, _SICertificateError, ValueError):
+                continue
+        return False
+
+    def check_pins(self, chain_der: Iterable[bytes]) -> None:
+        """Require a pinned key somewhere in ``chain_der``.
+
+        Raises:
+            PinMismatchError: none of the keys is pinned.
+        """
+        actual = [spki_sha256(der) for der in chain_der]
+        if any(a in self.pins for a in actual):
+            return
+        raise PinMismatchError(
+            "no certificate the peer sent has a pinned public key: pinned "
+            + ", ".join(self.pins)
+            + "; the peer's keys are "
+            + ", ".join(actual),
+            pins=self.pins,
+            actual=actual,
+        )
+

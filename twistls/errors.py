@@ -1,0 +1,233 @@
+"""The twistls exception hierarchy.
+
+Every failure twistls reports is one of these types.  They carry structured
+data (``str()`` is for people, the attributes are the API) and say whose fault
+the failure is:
+
+* :class:`ConfigurationError` and :class:`EngineStateError` are *local*: the
+  caller configured or drove twistls wrongly.  They are raised at once, at
+  construction or call time.
+* :class:`TLSError` and its subclasses are *remote* or negotiation failures.
+  They reach applications as ``connectionLost(Failure(TLSError...))`` or as the
+  failure of a Deferred, never as an exception escaping a reactor callback.
+
+This module imports nothing from Twisted or M2Crypto, so the sans-IO engine can
+use it.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+__all__ = [
+    "TwistlsError",
+    "ConfigurationError",
+    "EngineStateError",
+    "TLSError",
+    "HandshakeTimeoutError",
+    "ProtocolVersionError",
+    "PeerAlertError",
+    "ConnectionTruncatedError",
+    "VerificationError",
+    "UntrustedCertificateError",
+    "CertificateExpiredError",
+    "CertificateNotYetValidError",
+    "ChainTooLongError",
+    "CertificateRevokedError",
+    "NoPeerCertificateError",
+    "HostnameMismatchError",
+    "PinMismatchError",
+    "verification_error_for_code",
+]
+
+
+class TwistlsError(Exception):
+    """Base of every twistls error; never raised directly."""
+
+
+class ConfigurationError(TwistlsError, ValueError):
+    """A local configuration mistake: missing file, key not matching its
+    certificate, bad option value, verification turned off without the
+    ``insecure_*`` keyword.  Raised at construction time."""
+
+
+class EngineStateError(TwistlsError, RuntimeError):
+    """A call-order mistake by the local caller (``startTLS`` twice, sending
+    after close)."""
+
+
+class TLSError(TwistlsError):
+    """The TLS connection failed.
+
+    Attributes:
+        reason: a one-line human readable reason.
+        openssl_errors: the OpenSSL error-queue reason strings seen at the
+            failure, oldest first (may be empty).
+    """
+
+    def __init__(self, reason: str, *, openssl_errors: Sequence[str] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.openssl_errors = tuple(openssl_errors)
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class HandshakeTimeoutError(TLSError):
+    """The TLS handshake did not finish within the configured timeout."""
+
+
+class ProtocolVersionError(TLSError):
+    """The peers share no protocol version (for example a TLS 1.1-only peer
+    against twistls' TLS 1.2 minimum)."""
+
+
+class PeerAlertError(TLSError):
+    """The peer ended the handshake or connection with a fatal alert.
+
+    Attributes:
+        alert: the alert description as OpenSSL names it (``"unknown ca"``,
+            ``"bad certificate"``, ...).
+    """
+
+    def __init__(self, reason: str, *, alert: str, openssl_errors: Sequence[str] = ()) -> None:
+        super().__init__(reason, openssl_errors=openssl_errors)
+        self.alert = alert
+
+
+class ConnectionTruncatedError(TLSError):
+    """The transport ended after the handshake without a TLS close_notify:
+    the data received may have been cut short by an attacker or a crash.
+    Everything received before the end was delivered first."""
+
+
+class VerificationError(TLSError):
+    """The peer's certificate was not accepted.
+
+    Attributes:
+        verify_code: OpenSSL's ``X509_V_ERR_*`` code, or ``None`` for
+            failures found by the twistls Checker.
+        verify_message: OpenSSL's text for ``verify_code`` (or a twistls one).
+        depth: position in the chain of the failing certificate (0 = the
+            peer's own certificate), if known.
+        subject: RFC 4514 subject of the failing certificate, if known.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        verify_code: int | None = None,
+        verify_message: str = "",
+        depth: int | None = None,
+        subject: str | None = None,
+        openssl_errors: Sequence[str] = (),
+    ) -> None:
+        super().__init__(reason, openssl_errors=openssl_errors)
+        self.verify_code = verify_code
+        self.verify_message = verify_message
+        self.depth = depth
+        self.subject = subject
+
+
+class UntrustedCertificateError(VerificationError):
+    """The chain does not lead to a trusted root (self-signed, unknown CA,
+    missing intermediate, certificate not allowed to sign)."""
+
+
+class CertificateExpiredError(VerificationError):
+    """A certificate in the chain has expired."""
+
+
+class CertificateNotYetValidError(VerificationError):
+    """A certificate in the chain is not valid yet."""
+
+
+class ChainTooLongError(VerificationError):
+    """The chain is longer than the configured verification depth."""
+
+
+class CertificateRevokedError(VerificationError):
+    """A certificate in the chain is revoked by a loaded CRL."""
+
+
+class NoPeerCertificateError(VerificationError):
+    """The peer sent no certificate although one is required."""
+
+
+class HostnameMismatchError(VerificationError):
+    """The certificate is valid but not for the expected host.
+
+    Attributes:
+        hostname: the name or IP address the caller asked for.
+        names: the identities the certificate actually holds
+            (``"DNS:..."``, ``"IP:..."``, ``"CN:..."``).
+        errors: service-identity's mismatch objects.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        hostname: str,
+        names: Sequence[str],
+        errors: Sequence[object] = (),
+        subject: str | None = None,
+    ) -> None:
+        super().__init__(
+            reason,
+            verify_message="hostname mismatch",
+            depth=0,
+            subject=subject,
+        )
+        self.hostname = hostname
+        self.names = tuple(names)
+        self.errors = tuple(errors)
+
+
+class PinMismatchError(VerificationError):
+    """No certificate in the peer's chain has a pinned public key.
+
+    Attributes:
+        pins: the configured SHA-256 SPKI pins (lower-case hex).
+        actual: the SHA-256 SPKI digests found in the chain, leaf first.
+    """
+
+    def __init__(self, reason: str, *, pins: Sequence[str], actual: Sequence[str]) -> None:
+        super().__init__(reason, verify_message="public key pin mismatch", depth=0)
+        self.pins = tuple(pins)
+        self.actual = tuple(actual)
+
+
+# OpenSSL X509_V_ERR_* codes (stable across OpenSSL 1.1 and 3.x).
+_UNTRUSTED_CODES = frozenset({2, 3, 18, 19, 20, 21, 24, 27, 28, 29, 32})
+_EXPIRED_CODES = frozenset({10, 12})
+_NOT_YET_VALID_CODES = frozenset({9, 11})
+_CHAIN_TOO_LONG_CODES = frozenset({22, 25})
+_REVOKED_CODES = frozenset({23})
+
+
+def verification_error_for_code(code: int) -> type[VerificationError]:
+    """Map an OpenSSL ``X509_V_ERR_*`` code to the most specific error type.
+
+    Args:
+        code: the verify result.
+
+    Returns:
+        A :class:`VerificationError` subclass (``VerificationError`` itself
+        for codes without a more specific type).
+    """
+    if code in _EXPIRED_CODES:
+        return CertificateExpiredError
+    if code in _NOT_YET_VALID_CODES:
+        return CertificateNotYetValidError
+    if code in _CHAIN_TOO_LONG_CODES:
+        return ChainTooLongError
+    if code in _REVOKED_CODES:
+        return CertificateRevokedError
+    if code in _UNTRUSTED_CODES:
+        return UntrustedCertificateError
+    return VerificationError

@@ -1,0 +1,560 @@
+"""The Twisted adapter: TLS over any transport, on connect or on STARTTLS.
+
+:class:`TLSWrappingFactory` wraps any protocol factory; each connection gets
+a :class:`TLSProtocolWrapper`, which sits between the real transport and the
+wrapped protocol and moves bytes through a :class:`twistls._engine.TLSEngine`.
+It holds no TLS logic of its own.
+
+Contract:
+
+* With ``start_tls=False`` the handshake starts as soon as the transport
+  connects.  With ``start_tls=True`` bytes pass in the clear until the wrapped
+  protocol calls ``self.transport.startTLS(context_factory)``
+  (:class:`~twisted.internet.interfaces.ITLSTransport`), so Twisted's own
+  STARTTLS protocols (SMTP, IMAP4, XMPP, LDAP) work unchanged.
+* No application byte reaches the wrapped protocol, and none it writes goes
+  on the wire, before the handshake finished and the Checker approved the
+  peer.  Writes made earlier are buffered, then sent in order.
+* ``loseConnection`` sends buffered data, then close_notify, then closes the
+  transport; if the peer does not read, the transport is aborted after
+  ``close_timeout`` seconds.  ``abortConnection`` drops at once.
+* A failure ends the connection: the wrapped protocol's ``connectionLost``
+  receives a ``Failure`` of a :mod:`twistls.errors` type, the reason is
+  logged once (one line), and :meth:`TLSProtocolWrapper.when_handshake_done`
+  Deferreds fail with it.  A transport that ends after the handshake without
+  close_notify is reported as :class:`~twistls.errors.ConnectionTruncatedError`
+  unless the factory has ``allow_truncation=True``.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    INegotiated,
+    IProtocolNegotiationFactory,
+    IPushProducer,
+    IReactorTime,
+    ISSLTransport,
+    ITLSTransport,
+)
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistls._engine import (
+    CloseNotifyReceived,
+    ConnectionInfo,
+    Failed,
+    HandshakeCompleted,
+    PlaintextReceived,
+    TLSEngine,
+    Truncated,
+)
+from twistls.errors import (
+    ConfigurationError,
+    ConnectionTruncatedError,
+    EngineStateError,
+    HandshakeTimeoutError,
+    TLSError,
+)
+
+__all__ = ["TLSProtocolWrapper", "TLSWrappingFactory"]
+
+log = Logger(namespace="twistls")
+
+#: Writes are gathered until this many bytes, or the end of the reactor turn.
+_AGGREGATE_LIMIT = 1 << 14
+
+
+@implementer(IPushProducer)
+class _ProducerGate:
+    """Stands between the transport and the wrapped protocol's producer.
+
+    The producer runs only while no one holds it paused: the transport
+    (its send buffer is full) or the wrapper (the handshake is not done).
+    """
+
+    def __init__(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+        self.streaming = streaming
+        self._held: set[str] = set()
+
+    def hold(self, who: str) -> None:
+        if not self._held and self.streaming:
+            self.producer.pauseProducing()
+        self._held.add(who)
+
+    def release(self, who: str) -> None:
+        if who in self._held:
+            self._held.discard(who)
+            if not self._held and self.streaming:
+                self.producer.resumeProducing()
+
+    # IPushProducer, as the transport sees it.
+    def pauseProducing(self) -> None:
+        self.hold("transport")
+
+    def resumeProducing(self) -> None:
+        if self.streaming:
+            self.release("transport")
+        else:
+            self.producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.producer.stopProducing()
+
+
+@implementer(ISSLTransport, ITLSTransport, INegotiated, IPushProducer)
+class TLSProtocolWrapper(ProtocolWrapper):
+    """One connection's TLS layer; the wrapped protocol's transport.
+
+    Use it through :class:`TLSWrappingFactory`.  Besides Twisted's transport
+    interfaces it offers :meth:`when_handshake_done`, :meth:`connection_info`
+    and :meth:`start_tls` (``startTLS``).
+
+    .. versionadded:: 0.1
+    """
+
+    factory: TLSWrappingFactory
+    _engine: TLSEngine | None = None
+
+    def __init__(self, factory: TLSWrappingFactory, wrappedProtocol: Any) -> None:
+        super().__init__(factory, wrappedProtocol)
+        self._clock: IReactorTime = factory.clock
+        self._handshake_done = False
+        self._handshake_waiters: list[Deferred[ConnectionInfo]] = []
+        self._reason: Failure | None = None  # why the connection ends, if not clean
+        self._write_buffer: list[bytes] = []
+        self._buffered = 0
+        self._flush_call: Any = None
+        self._timeout_call: Any = None
+        self._close_call: Any = None
+        self._gate: _ProducerGate | None = None
+        self._shutdown_pending = False
+        self._lost = False
+        self._truncated = False
+        self._info: ConnectionInfo | None = None
+
+    # -- connection set-up ---------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        if not self.factory.start_tls:
+            context_factory = self.factory.context_factory
+            try:
+                self._start(context_factory)
+            except ConfigurationError as exc:
+                self._fail(exc)
+
+    def start_tls(self, context_factory: Any, normal: bool = True) -> None:
+        """Switch this connection to TLS now (STARTTLS).
+
+        Args:
+            context_factory: a twistls :class:`~twistls.context.ClientContextFactory`
+                (client role) or :class:`~twistls.context.ServerContextFactory`
+                (server role).
+            normal: accepted for :class:`~twisted.internet.interfaces.ITLSTransport`
+                compatibility; the role comes from ``context_factory``.
+
+        Raises:
+            EngineStateError: TLS was already started on this connection.
+            ConfigurationError: ``context_factory`` is not a twistls factory,
+                or cannot make a connection (a client without a hostname).
+        """
+        if self._engine is not None:
+            raise EngineStateError("TLS was already started on this connection")
+        if self._lost or self.disconnecting:
+            raise EngineStateError("cannot start TLS on a closing connection")
+        self._start(context_factory)
+
+    startTLS = start_tls
+
+    def _start(self, context_factory: Any) -> None:
+        create = getattr(context_factory, "create_engine", None)
+        if create is None:
+            raise ConfigurationError(
+                "twistls needs a twistls.ClientContextFactory or ServerContextFactory, not "
+                f"{type(context_factory).__name__}"
+            )
+        engine = create()
+        self._engine = engine
+        timeout = getattr(context_factory, "handshake_timeout", None)
+        if timeout:
+            self._timeout_call = self._clock.callLater(timeout, self._handshake_timed_out, timeout)
+        if self._gate is not None:
+            self._gate.hold("handshake")
+        if engine.client:
+            engine.start()
+            self._send_engine_output()
+
+    # -- transport side (what the wrapped protocol calls) ---------------------
+
+    def write(self, data: bytes) -> None:
+        if self._lost or self.disconnecting:
+            return
+        engine = self._engine
+        if engine is None:
+            self.transport.write(data)
+            return
+        if not data or engine.failed:
+            return
+        if not self._handshake_done:
+            engine.send_plaintext(data)
+            return
+        self._write_buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= _AGGREGATE_LIMIT or self._gate is not None:
+            self._flush_writes()
+        elif self._flush_call is None:
+            self._flush_call = self._clock.callLater(0, self._flush_writes)
+
+    def writeSequence(self, iovec: list[bytes]) -> None:
+        self.write(b"".join(iovec))
+
+    def _flush_writes(self) -> None:
+        call, self._flush_call = self._flush_call, None
+        if call is not None and call.active():
+            call.cancel()
+        buffer = self._write_buffer
+        if not buffer or self._engine is None:
+            return
+        data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+        buffer.clear()
+        self._buffered = 0
+        try:
+            self._engine.send_plaintext(data)
+        except EngineStateError:
+            return
+        self._send_engine_output()
+
+    def _send_engine_output(self) -> None:
+        engine = self._engine
+        if engine is not None:
+            out = engine.bytes_to_send()
+            if out and not self._lost:
+                self.transport.write(out)
+
+    def loseConnection(self) -> None:
+        if self.disconnecting or self._lost:
+            return
+        self.disconnecting = True
+        if self._gate is not None:
+            self._shutdown_pending = True  # waits for unregisterProducer, as Twisted does
+            return
+        self._begin_shutdown()
+
+    def _begin_shutdown(self) -> None:
+        engine = self._engine
+        if engine is None or engine.failed:
+            self.transport.loseConnection()
+            return
+        if not self._handshake_done:
+            self._shutdown_pending = True  # after the handshake (bounded by its timeout)
+            return
+        self._flush_writes()
+        engine.close()
+        self._send_engine_output()
+        self._close_transport()
+
+    def _close_transport(self) -> None:
+        self.transport.loseConnection()
+        timeout = self.factory.close_timeout
+        if timeout is not None and self._close_call is None and not self._lost:
+            self._close_call = self._clock.callLater(timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self._close_call = None
+        if not self._lost:
+            self.transport.abortConnection()
+
+    def abortConnection(self) -> None:
+        if self._lost:
+            return
+        self.disconnecting = True
+        if self._reason is None:
+            self._reason = Failure(ConnectionAborted())
+        self.transport.abortConnection()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if self._lost:
+            producer.stopProducing()
+            return
+        gate = _ProducerGate(producer, streaming)
+        self._gate = gate
+        self._flush_writes()
+        self.transport.registerProducer(gate, True if streaming else False)
+        if self._engine is not None and not self._handshake_done:
+            gate.hold("handshake")
+
+    def unregisterProducer(self) -> None:
+        if self._gate is None:
+            return
+        self._gate = None
+        self._flush_writes()
+        if not self._lost:
+            self.transport.unregisterProducer()
+        if self._shutdown_pending and self.disconnecting:
+            self._shutdown_pending = False
+            self._begin_shutdown()
+
+    # IPushProducer for the wrapped protocol: pausing stops reading the socket.
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.transport.stopProducing()
+
+    # ISSLTransport / INegotiated / information
+
+    def getPeerCertificate(self) -> Any:
+        """The peer's certificate as a :class:`cryptography.x509.Certificate`,
+        or ``None`` before the handshake or if it sent none."""
+        info = self.connection_info()
+        if info is None or not info.peer_chain_der:
+            return None
+        from cryptography.x509 import load_der_x509_certificate
+
+        return load_der_x509_certificate(info.peer_chain_der[0])
+
+    @property
+    def negotiatedProtocol(self) -> bytes | None:
+        """The ALPN protocol agreed on (``INegotiated``), or ``None``."""
+        if self._engine is None or not self._handshake_done:
+            return None
+        return self._engine.alpn_protocol()
+
+    def connection_info(self) -> ConnectionInfo | None:
+        """What was negotiated, or ``None`` before the handshake completed."""
+        if self._info is None and self._engine is not None and self._handshake_done:
+            self._info = self._engine.info()
+        return self._info
+
+    @property
+    def tls_started(self) -> bool:
+        """Whether TLS is active (or negotiating) on this connection."""
+        return self._engine is not None
+
+    def when_handshake_done(self) -> Deferred[ConnectionInfo]:
+        """A Deferred that fires with the :class:`~twistls._engine.ConnectionInfo`
+        once the handshake is done and the peer approved, or fails with the
+        :class:`~twistls.errors.TLSError` (or the connection-lost reason)."""
+        d: Deferred[ConnectionInfo] = Deferred()
+        info = self.connection_info()
+        if info is not None:
+            d.callback(info)
+        elif self._lost:
+            d.errback(self._reason or Failure(ConnectionDone("connection closed before the TLS handshake")))
+        else:
+            self._handshake_waiters.append(d)
+        return d
+
+    # -- protocol side (what the transport calls) -----------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        engine = self._engine
+        if engine is None:
+            self.wrappedProtocol.dataReceived(data)
+            return
+        events = engine.receive_bytes(data)
+        out = engine.bytes_to_send()
+        if out:
+            self.transport.write(out)
+        if events:
+            self._dispatch(events)
+
+    def _dispatch(self, events: list[Any]) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is PlaintextReceived:
+                if self.wrappedProtocol is not None:
+                    self.wrappedProtocol.dataReceived(event.data)
+            elif kind is HandshakeCompleted:
+                self._on_handshake()
+            elif kind is CloseNotifyReceived:
+                self._on_close_notify()
+            elif kind is Truncated:
+                self._truncated = True
+            elif kind is Failed:
+                self._fail(event.error)
+
+    def _on_handshake(self) -> None:
+        self._handshake_done = True
+        self._cancel_timeout()
+        info = self.connection_info()
+        waiters, self._handshake_waiters = self._handshake_waiters, []
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+        for d in waiters:
+            d.callback(info)
+        if self._gate is not None:
+            self._gate.release("handshake")
+        if self._shutdown_pending and self._gate is None:
+            self._shutdown_pending = False
+            self._begin_shutdown()
+
+    def _on_close_notify(self) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        self._flush_writes()
+        engine.close()
+        self._send_engine_output()
+        self.disconnecting = True
+        self._close_transport()
+
+    def _fail(self, error: TLSError | ConfigurationError) -> None:
+        if self._reason is None:
+            self._reason = Failure(error)
+            peer = _describe_peer(self.transport)
+            log.warn("TLS connection {peer} failed: {reason}", peer=peer, reason=str(error))
+        self._cancel_timeout()
+        self._send_engine_output()  # the alert, if any
+        self.disconnecting = True
+        if not self._lost:
+            self._close_transport()
+
+    def _handshake_timed_out(self, timeout: float) -> None:
+        self._timeout_call = None
+        if self._handshake_done or self._lost:
+            return
+        error = HandshakeTimeoutError(f"the TLS handshake did not finish within {timeout:g} seconds")
+        if self._reason is None:
+            self._reason = Failure(error)
+            log.warn(
+                "TLS connection {peer} failed: {reason}", peer=_describe_peer(self.transport), reason=str(error)
+            )
+        self.transport.abortConnection()
+
+    def _cancel_timeout(self) -> None:
+        call, self._timeout_call = self._timeout_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        if self._lost:
+            return
+        self._lost = True
+        self._cancel_timeout()
+        for attr in ("_flush_call", "_close_call"):
+            call = getattr(self, attr)
+            setattr(self, attr, None)
+            if call is not None and call.active():
+                call.cancel()
+        engine = self._engine
+        if engine is not None:
+            if not engine.failed:
+                self._dispatch(engine.receive_bytes(b""))
+            final = self._final_reason(reason, engine)
+            engine.free()
+        else:
+            final = self._reason or reason
+        waiters, self._handshake_waiters = self._handshake_waiters, []
+        for d in waiters:
+            d.errback(final)
+        if self._gate is not None:
+            gate, self._gate = self._gate, None
+            gate.stopProducing()
+        ProtocolWrapper.connectionLost(self, final)
+
+    def _final_reason(self, reason: Failure, engine: TLSEngine) -> Failure:
+        if self._reason is not None:
+            return self._reason
+        if engine.peer_closed:
+            return Failure(ConnectionDone("TLS connection closed cleanly (close_notify)"))
+        if self._truncated and not self.disconnecting:
+            if self.factory.allow_truncation:
+                return Failure(ConnectionDone("connection closed without TLS close_notify (allowed)"))
+            error = ConnectionTruncatedError(
+                "the connection ended without a TLS close_notify: the data may be truncated"
+            )
+            return Failure(error)
+        if engine.error is not None:
+            return Failure(engine.error)
+        return reason
+
+
+def _describe_peer(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+        host = getattr(peer, "host", None)
+        port = getattr(peer, "port", None)
+        return f"with {host}:{port}" if host is not None else f"with {peer}"
+    except Exception:
+        return "(peer unknown)"
+
+
+class TLSWrappingFactory(WrappingFactory):
+    """Wraps any protocol factory so that its connections speak TLS.
+
+    Args:
+        wrappedFactory: the application's protocol factory.
+        context_factory: a :class:`~twistls.context.ClientContextFactory`
+            (with the expected hostname) or a
+            :class:`~twistls.context.ServerContextFactory`.  May be ``None``
+            with ``start_tls=True`` (the protocol passes one to ``startTLS``).
+        start_tls: pass bytes in the clear until the protocol calls
+            ``transport.startTLS``.
+        allow_truncation: report a transport that ends without close_notify
+            as a clean ``ConnectionDone`` (for protocols that delimit their
+            own messages).
+        close_timeout: seconds ``loseConnection`` waits for the transport to
+            flush before aborting it (``None``: forever).
+        clock: the reactor for timers (default: the global reactor).
+
+    Raises:
+        ConfigurationError: no context factory and not ``start_tls``.
+
+    .. versionadded:: 0.1
+    """
+
+    protocol = TLSProtocolWrapper
+
+    def __init__(
+        self,
+        wrappedFactory: Any,
+        context_factory: Any = None,
+        *,
+        start_tls: bool = False,
+        allow_truncation: bool = False,
+        close_timeout: float | None = 5.0,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        super().__init__(wrappedFactory)
+        if context_factory is None and not start_tls:
+            raise ConfigurationError("TLSWrappingFactory needs a context_factory unless start_tls=True")
+        if context_factory is not None and not callable(getattr(context_factory, "create_engine", None)):
+            raise ConfigurationError(
+                "context_factory must be a twistls ClientContextFactory or ServerContextFactory, not "
+                f"{type(context_factory).__name__}"
+            )
+        self.context_factory = context_factory
+        self.start_tls = bool(start_tls)
+        self.allow_truncation = bool(allow_truncation)
+        self.close_timeout = close_timeout
+        if clock is None:
+            from twisted.internet import reactor as default_reactor
+
+            clock = default_reactor  # type: ignore[assignment]
+        self.clock: IReactorTime = clock  # type: ignore[assignment]
+
+    def buildProtocol(self, addr: Any) -> TLSProtocolWrapper | None:  # type: ignore[override]
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        return self.protocol(self, wrapped)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """ALPN protocols of the wrapped factory, if it offers them."""
+        if IProtocolNegotiationFactory.providedBy(self.wrappedFactory):
+            return list(self.wrappedFactory.acceptableProtocols())
+        return []
+
