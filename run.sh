@@ -41,8 +41,8 @@ stamp="$venv/.twistls-installed"
 want=$(cat setup.cfg setup.py | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "run.sh: installing twistls and its test extras into $venv" >&2
-  "$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel 2>&1 | grep -v "is ignored" || true
-  "$venv/bin/python" -m pip install -q -e ".[test,bench]" --config-settings editable_mode=compat 2>&1 | grep -v "is ignored" || true
+  "$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
+  "$venv/bin/python" -m pip install -q -e ".[test,bench]" --config-settings editable_mode=compat
   "$venv/bin/python" -c "import twistls, M2Crypto, service_identity, twisted" 
   echo "$want" > "$stamp"
 fi
