@@ -42,7 +42,11 @@ want=$(cat setup.cfg setup.py | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "run.sh: installing twistls and its test extras into $venv" >&2
   "$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
-  "$venv/bin/python" -m pip install -q -e ".[test,bench]" --config-settings editable_mode=compat
+  "$venv/bin/python" -m pip install -q -e ".[test,bench]"
+  # Put the checkout itself on sys.path, so Twisted's plugin scan finds
+  # ./twisted/plugins (an editable install alone does not expose that folder).
+  site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  echo "$here" > "$site/twistls-checkout.pth"
   "$venv/bin/python" -c "import twistls, M2Crypto, service_identity, twisted" 
   echo "$want" > "$stamp"
 fi
