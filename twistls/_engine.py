@@ -36,6 +36,7 @@ from twistls.errors import (
     NoPeerCertificateError,
     PeerAlertError,
     ProtocolVersionError,
+    ProtocolViolationError,
     TLSError,
     verification_error_for_code,
 )
@@ -274,6 +275,8 @@ class TLSEngine:
 
     def bytes_to_send(self) -> bytes:
         """Return (and forget) the bytes waiting to go on the wire."""
+        if not self._finalizer.alive:  # freed: the BIO is gone
+            return b""
         pending = m2.bio_ctrl_pending(self._wbio)
         if not pending:
             return b""
@@ -284,7 +287,7 @@ class TLSEngine:
         """Send close_notify after any buffered plaintext (also in answer to the
         peer's close_notify).  Closing an engine whose handshake is not done
         only stops it (nothing is sent).  Idempotent."""
-        if self._state == self._FAILED or self._close_notify_sent:
+        if self._state == self._FAILED or self._close_notify_sent or not self._finalizer.alive:
             return
         if self._established_once:
             if self._state == self._ESTABLISHED:
@@ -507,7 +510,29 @@ _VERSION_REASONS = (
     "wrong ssl version",
     "version too low",
     "unknown protocol",
-    "wrong version number",
+)
+# What OpenSSL says when the bytes are not TLS records at all (garbage, plain
+# HTTP, SSH): not a version disagreement, so not a ProtocolVersionError.
+_NOT_TLS_REASONS = ("wrong version number", "http request", "https proxy request")
+# Malformed, oversized, empty or forged records and out-of-order messages.
+_VIOLATION_REASONS = (
+    "packet length too long",
+    "record too small",
+    "record overflow",
+    "length too long",
+    "length mismatch",
+    "bad length",
+    "excessive message size",
+    "unexpected message",
+    "unexpected record",
+    "bad record mac",
+    "decryption failed",
+    "too many warn alerts",
+    "too many key updates",
+    "too many empty",
+    "bad packet length",
+    "decode error",
+    "no renegotiation",
 )
 
 
@@ -520,6 +545,10 @@ def _classify(text: str, reasons: list[str]) -> TLSError:
             verify_message="no peer certificate",
             openssl_errors=reasons,
         )
+    if any(v in lowered for v in _NOT_TLS_REASONS):
+        return ProtocolViolationError(f"the peer does not speak TLS ({text})", openssl_errors=reasons)
+    if any(v in lowered for v in _VIOLATION_REASONS):
+        return ProtocolViolationError(f"the peer broke the TLS protocol ({text})", openssl_errors=reasons)
     if any(v in lowered for v in _VERSION_REASONS):
         return ProtocolVersionError(f"no TLS protocol version in common with the peer ({text})", openssl_errors=reasons)
     for marker in ("sslv3 alert ", "tlsv1 alert ", "tlsv13 alert "):
