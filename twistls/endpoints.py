@@ -1,0 +1,556 @@
+"""Endpoints: TLS around any Twisted stream endpoint, and the ``twistls:`` strings.
+
+Python API:
+
+* :func:`wrap_client_tls` wraps any ``IStreamClientEndpoint`` (TCP, UNIX,
+  a proxy tunnel, ...) so that connections speak TLS and check the given
+  hostname.  Unlike Twisted's ``wrapClientTLS``, the Deferred returned by
+  ``connect()`` fires only once the TLS handshake finished **and** the Checker
+  accepted the peer; it fails with the typed :mod:`twistls.errors` error
+  (``HostnameMismatchError``, ``UntrustedCertificateError``,
+  ``HandshakeTimeoutError``, ...) otherwise.  (The wrapped protocol has been
+  connected by then, as with any TLS wrapper, and also receives
+  ``connectionLost`` with the same failure; it never receives a byte from
+  an unverified peer.)
+* :func:`wrap_server_tls` wraps any ``IStreamServerEndpoint``.
+
+Endpoint strings (registered by ``twisted/plugins/twistls_endpoints.py``, so
+``clientFromString``, ``serverFromString`` and every twistd plugin's
+``--listen``/``--port`` accept them).
+
+Client, ``clientFromString(reactor, "twistls:host=example.com:port=443")``
+(or positionally ``twistls:example.com:443``):
+
+==================== ============================================================ ===========================
+key                  meaning                                                       default
+==================== ============================================================ ===========================
+host                 name or IP address to connect to and to verify (required)
+port                 TCP port (required)
+caFile               PEM file of trusted CA certificates                           system trust store
+caPath               OpenSSL hashed directory of trusted CAs                       system trust store
+clientCertificate    PEM client certificate (chain), for mutual TLS                none
+clientPrivateKey     PEM key for ``clientCertificate``                             in ``clientCertificate``
+timeout              TCP connect timeout, seconds                                  30
+bindAddress          local address to connect from                                 any
+handshakeTimeout     seconds the TLS handshake may take (``0``/``none``: forever)   30
+pins                 comma-separated SHA-256 SPKI pins (hex or ``sha256/<b64>``)   none
+legacyCommonName     ``yes``: accept a commonName match on SAN-less certificates   no
+insecureSkipVerify   ``yes``: accept any certificate and name (logs a warning)     no
+alpn                 comma-separated ALPN protocols, e.g. ``h2,http/1.1``          none
+endpoint             another client endpoint string to tunnel through; ``host``   ``HostnameEndpoint``
+                     is then only used for SNI and verification                    (host, port)
+==================== ============================================================ ===========================
+
+Server, ``serverFromString(reactor, "twistls:8443:certificate=server.pem")``:
+
+=========================== ======================================================= =====================
+key                         meaning                                                 default
+=========================== ======================================================= =====================
+port (first positional)     TCP port to listen on (``0``: any free port)            required
+certificate                 PEM file: server certificate then intermediates          required
+privateKey                  PEM key file                                            in ``certificate``
+caFile                      PEM CAs that client certificates must chain to;         no client certificates
+                            turns client certificates on
+caPath                      hashed directory of such CAs                            none
+requireClientCertificate    with ``caFile``/``caPath``: ``yes`` refuses clients      yes
+                            without a certificate, ``no`` makes it optional
+interface                   address to listen on (an IPv6 address listens on v6)    all IPv4 addresses
+backlog                     listen backlog                                          50
+handshakeTimeout            seconds the TLS handshake may take (``0``/``none``)      30
+=========================== ======================================================= =====================
+
+Booleans take ``yes``/``no`` (also ``true``/``false``, ``1``/``0``).  Unknown
+keys, missing files, keys not matching certificates and bad values raise
+:class:`~twistls.errors.ConfigurationError` naming the problem, when the
+string is parsed.
+
+Escaping follows Twisted: a backslash makes the next character literal.  A
+``:`` inside a value must always be written ``\\:`` (IPv6 addresses, Windows
+paths, hex pins with colons).  An ``=`` must be written ``\\=`` only inside a
+positional argument or a key; after ``key=`` the value runs to the next
+unescaped ``:``, so ``=`` there is literal.  A backslash itself is ``\\\\``.
+Example: ``twistls:8443:certificate=/etc/tls/a\\:b.pem:interface=\\:\\:1``.
+In a shell, quote the string so the shell keeps the backslashes.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import TYPE_CHECKING, Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IReactorTime,
+    IStreamClientEndpoint,
+    IStreamClientEndpointStringParserWithReactor,
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+)
+from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistls.errors import ConfigurationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twistls.context import ClientContextFactory, ServerContextFactory
+    from twistls.protocol import TLSProtocolWrapper
+
+# twistls.context and twistls.protocol (hence M2Crypto) are imported on first
+# use, so that loading the plugin drop-in (every getPlugins() call, every
+# ``twistd --help``) stays cheap.
+
+__all__ = ["wrap_client_tls", "wrap_server_tls", "TLSClientEndpoint", "TLSServerEndpoint"]
+
+
+def _default_clock() -> IReactorTime:
+    from twisted.internet import reactor
+
+    return reactor  # type: ignore[return-value]
+
+
+@implementer(IStreamClientEndpoint)
+class TLSClientEndpoint:
+    """A client endpoint whose connections speak TLS; made by :func:`wrap_client_tls`.
+
+    Attributes:
+        hostname: the name the peer must prove.
+        context_factory: the :class:`~twistls.context.ClientContextFactory`
+            bound to ``hostname``.
+        wrapped_endpoint: the endpoint carrying the TLS bytes.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        hostname: str,
+        context_factory: ClientContextFactory,
+        wrapped_endpoint: IStreamClientEndpoint,
+        *,
+        clock: IReactorTime | None = None,
+        allow_truncation: bool = False,
+    ) -> None:
+        self.hostname = hostname
+        self.context_factory = context_factory
+        self.wrapped_endpoint = wrapped_endpoint
+        self._clock = clock
+        self._allow_truncation = allow_truncation
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        """Connect, handshake and verify.
+
+        Returns:
+            A Deferred firing with the protocol built by ``protocolFactory``
+            once the handshake is done and the peer verified, or failing
+            with the :class:`~twistls.errors.TLSError` (or the connection
+            error of the wrapped endpoint).  Cancelling it aborts the
+            connection attempt.
+        """
+        from twistls.protocol import TLSWrappingFactory
+
+        wrapping = TLSWrappingFactory(
+            protocolFactory,
+            self.context_factory,
+            clock=self._clock or _default_clock(),
+            allow_truncation=self._allow_truncation,
+        )
+        wrapper: list[TLSProtocolWrapper] = []
+        inner: Deferred[Any]
+
+        def cancel(_: Deferred[Any]) -> None:
+            if wrapper:
+                wrapper[0].abortConnection()
+            else:
+                inner.cancel()
+
+        result: Deferred[Any] = Deferred(cancel)
+
+        def fire(value: Any) -> None:
+            if not result.called:
+                result.callback(value)
+
+        def fail(failure: Failure) -> None:
+            if not result.called:
+                result.errback(failure)
+
+        def connected(protocol: TLSProtocolWrapper) -> None:
+            wrapper.append(protocol)
+            done = protocol.when_handshake_done()
+            done.addCallbacks(lambda _info: fire(protocol.wrappedProtocol), fail)
+
+        inner = self.wrapped_endpoint.connect(wrapping)
+        inner.addCallbacks(connected, fail)
+        return result
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint:
+    """A server endpoint whose connections speak TLS; made by :func:`wrap_server_tls`.
+
+    Attributes:
+        context_factory: the :class:`~twistls.context.ServerContextFactory`.
+        wrapped_endpoint: the endpoint that accepts the TLS bytes.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        context_factory: ServerContextFactory,
+        wrapped_endpoint: IStreamServerEndpoint,
+        *,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        self.context_factory = context_factory
+        self.wrapped_endpoint = wrapped_endpoint
+        self._clock = clock
+
+    def listen(self, protocolFactory: Any) -> Deferred[Any]:
+        """Listen; every accepted connection handshakes before the protocol
+        sees a byte.  Returns the wrapped endpoint's Deferred (an ``IListeningPort``)."""
+        from twistls.protocol import TLSWrappingFactory
+
+        wrapping = TLSWrappingFactory(protocolFactory, self.context_factory, clock=self._clock or _default_clock())
+        return self.wrapped_endpoint.listen(wrapping)  # type: ignore[no-any-return]
+
+
+def wrap_client_tls(
+    hostname: str,
+    client_context_factory: ClientContextFactory,
+    wrapped_endpoint: IStreamClientEndpoint,
+    *,
+    clock: IReactorTime | None = None,
+    allow_truncation: bool = False,
+) -> TLSClientEndpoint:
+    """Wrap a client endpoint with TLS for ``hostname`` (like Twisted's ``wrapClientTLS``).
+
+    Args:
+        hostname: the name (or IP address) the server must prove; also the
+            SNI name.  It need not be the address ``wrapped_endpoint`` dials.
+        client_context_factory: the client policy (trust, client certificate,
+            pins...); it is bound to ``hostname`` with
+            :meth:`~twistls.context.ClientContextFactory.with_hostname`, sharing
+            its ``SSL_CTX``.
+        wrapped_endpoint: any ``IStreamClientEndpoint``.
+        clock: reactor for the handshake timeout (default: the global reactor).
+        allow_truncation: treat an end without close_notify as a clean close.
+
+    Returns:
+        An endpoint whose ``connect()`` Deferred fires with the protocol only
+        after the handshake finished and the peer was verified, and fails with
+        the typed :mod:`twistls.errors` error otherwise.
+
+    Raises:
+        ConfigurationError: ``hostname`` is not a valid name, or
+            ``client_context_factory`` is not a twistls client factory.
+
+    .. versionadded:: 0.1
+    """
+    from twistls.context import ClientContextFactory
+
+    if not isinstance(client_context_factory, ClientContextFactory):
+        raise ConfigurationError(
+            "wrap_client_tls needs a twistls.ClientContextFactory, not " f"{type(client_context_factory).__name__}"
+        )
+    if not isinstance(hostname, str) or not hostname:
+        raise ConfigurationError(f"wrap_client_tls needs the hostname to verify as a non-empty str, not {hostname!r}")
+    bound = client_context_factory.with_hostname(hostname)
+    return TLSClientEndpoint(hostname, bound, wrapped_endpoint, clock=clock, allow_truncation=allow_truncation)
+
+
+def wrap_server_tls(
+    server_context_factory: ServerContextFactory,
+    wrapped_endpoint: IStreamServerEndpoint,
+    *,
+    clock: IReactorTime | None = None,
+) -> TLSServerEndpoint:
+    """Wrap a server endpoint with TLS.
+
+    Args:
+        server_context_factory: the server policy (certificate, key, client CAs).
+        wrapped_endpoint: any ``IStreamServerEndpoint``.
+        clock: reactor for the handshake timeout (default: the global reactor).
+
+    Returns:
+        An endpoint whose connections handshake (and verify client
+        certificates, if asked) before the protocol sees any byte.
+
+    Raises:
+        ConfigurationError: ``server_context_factory`` is not a twistls server factory.
+
+    .. versionadded:: 0.1
+    """
+    from twistls.context import ServerContextFactory
+
+    if not isinstance(server_context_factory, ServerContextFactory):
+        raise ConfigurationError(
+            "wrap_server_tls needs a twistls.ServerContextFactory, not " f"{type(server_context_factory).__name__}"
+        )
+    return TLSServerEndpoint(server_context_factory, wrapped_endpoint, clock=clock)
+
+
+# -- endpoint-string parsing ------------------------------------------------------
+
+_TRUE = {"yes", "true", "1", "on"}
+_FALSE = {"no", "false", "0", "off"}
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _bool(key: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigurationError(f"twistls endpoint: {key}={value!r} must be yes or no")
+
+
+def _int(key: str, value: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigurationError(f"twistls endpoint: {key}={value!r} is not a whole number") from None
+    if number < minimum or (maximum is not None and number > maximum):
+        upper = "" if maximum is None else f"..{maximum}"
+        raise ConfigurationError(f"twistls endpoint: {key}={value!r} is out of range ({minimum}{upper})")
+    return number
+
+
+def _seconds(key: str, value: str, *, allow_none: bool) -> float | None:
+    if allow_none and value.strip().lower() in ("", "0", "none", "never"):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigurationError(f"twistls endpoint: {key}={value!r} is not a number of seconds") from None
+    if not number > 0 or number != number or number == float("inf"):
+        raise ConfigurationError(f"twistls endpoint: {key}={value!r} must be a positive number of seconds")
+    return number
+
+
+def _file(key: str, value: str) -> str:
+    path = os.path.expanduser(value)
+    if not os.path.isfile(path):
+        raise ConfigurationError(f"twistls endpoint: {key}={value!r}: no such file")
+    return path
+
+
+def _directory(key: str, value: str) -> str:
+    path = os.path.expanduser(value)
+    if not os.path.isdir(path):
+        raise ConfigurationError(f"twistls endpoint: {key}={value!r}: no such directory")
+    return path
+
+
+def _split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _collect(
+    kind: str,
+    positional_names: tuple[str, ...],
+    known: frozenset[str],
+    args: tuple[str | bytes, ...],
+    kwargs: dict[str, str | bytes],
+) -> dict[str, str]:
+    """Merge positional and keyword parameters, refusing unknown or repeated ones."""
+    values: dict[str, str] = {}
+    if len(args) > len(positional_names):
+        extra = ":".join(_text(a) for a in args[len(positional_names) :])
+        raise ConfigurationError(
+            f"twistls {kind} endpoint: unexpected positional argument(s) {extra!r} "
+            f"(positional: {', '.join(positional_names)}; use key=value for the rest)"
+        )
+    for name, value in zip(positional_names, args):
+        values[name] = _text(value)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"twistls {kind} endpoint: unknown keyword(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+    for key, value in kwargs.items():
+        if key in values:
+            raise ConfigurationError(f"twistls {kind} endpoint: {key} given both positionally and as {key}=")
+        values[key] = _text(value)
+    return values
+
+
+_CLIENT_KEYS = frozenset(
+    {
+        "host",
+        "port",
+        "caFile",
+        "caPath",
+        "clientCertificate",
+        "clientPrivateKey",
+        "timeout",
+        "bindAddress",
+        "handshakeTimeout",
+        "pins",
+        "legacyCommonName",
+        "insecureSkipVerify",
+        "alpn",
+        "endpoint",
+    }
+)
+
+_SERVER_KEYS = frozenset(
+    {
+        "port",
+        "certificate",
+        "privateKey",
+        "caFile",
+        "caPath",
+        "requireClientCertificate",
+        "interface",
+        "backlog",
+        "handshakeTimeout",
+    }
+)
+
+
+def _alpn_keyword(factory_class: type, protocols: list[str]) -> dict[str, Any]:
+    """The keyword a context factory takes for ALPN, if it has one."""
+    parameters = inspect.signature(factory_class).parameters
+    for name in ("alpn_protocols", "alpn", "acceptable_protocols"):
+        if name in parameters:
+            return {name: protocols}
+    raise ConfigurationError("twistls endpoint: alpn= is not supported by this version of twistls")
+
+
+def client_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs: str | bytes) -> TLSClientEndpoint:
+    """Build a client endpoint from ``twistls:`` string parameters (see the module docstring).
+
+    Raises:
+        ConfigurationError: unknown or missing keys, bad values, missing files.
+    """
+    from twisted.internet.endpoints import HostnameEndpoint, clientFromString
+
+    from twistls.context import ClientContextFactory
+
+    v = _collect("client", ("host", "port"), _CLIENT_KEYS, args, kwargs)
+    host = v.get("host", "").strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise ConfigurationError("twistls client endpoint: host= is required (twistls:host=NAME:port=PORT)")
+    if "port" not in v:
+        raise ConfigurationError("twistls client endpoint: port= is required (twistls:host=NAME:port=PORT)")
+    port = _int("port", v["port"], minimum=1, maximum=65535)
+    timeout = _seconds("timeout", v.get("timeout", "30"), allow_none=False)
+    handshake_timeout = _seconds("handshakeTimeout", v.get("handshakeTimeout", "30"), allow_none=True)
+    options: dict[str, Any] = {
+        "handshake_timeout": handshake_timeout,
+        "allow_common_name": _bool("legacyCommonName", v.get("legacyCommonName", "no")),
+        "insecure_skip_verify": _bool("insecureSkipVerify", v.get("insecureSkipVerify", "no")),
+    }
+    if "caFile" in v:
+        options["cafile"] = _file("caFile", v["caFile"])
+    if "caPath" in v:
+        options["capath"] = _directory("caPath", v["caPath"])
+    if "clientCertificate" in v:
+        options["certificate"] = _file("clientCertificate", v["clientCertificate"])
+    if "clientPrivateKey" in v:
+        if "clientCertificate" not in v:
+            raise ConfigurationError("twistls client endpoint: clientPrivateKey= needs clientCertificate=")
+        options["private_key"] = _file("clientPrivateKey", v["clientPrivateKey"])
+    if "pins" in v:
+        options["pins"] = _split_list(v["pins"])
+    if "alpn" in v:
+        protocols = _split_list(v["alpn"])
+        if not protocols:
+            raise ConfigurationError("twistls client endpoint: alpn= needs at least one protocol name")
+        options.update(_alpn_keyword(ClientContextFactory, protocols))
+    context_factory = ClientContextFactory(host, **options)
+    if "endpoint" in v:
+        if "bindAddress" in v or "timeout" in v:
+            raise ConfigurationError("twistls client endpoint: give timeout/bindAddress in endpoint=, not beside it")
+        try:
+            wrapped = clientFromString(reactor, v["endpoint"])
+        except ConfigurationError:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigurationError(f"twistls client endpoint: endpoint={v['endpoint']!r}: {exc}") from None
+    else:
+        bind = v.get("bindAddress")
+        wrapped = HostnameEndpoint(
+            reactor,
+            host.encode("idna") if not _is_ip(host) else host.encode("ascii"),
+            port,
+            timeout=timeout,
+            bindAddress=None if bind is None else (bind, 0),
+        )
+    return wrap_client_tls(host, context_factory, wrapped, clock=reactor)
+
+
+def _is_ip(host: str) -> bool:
+    from twistls.checker import parse_ip
+
+    return parse_ip(host) is not None
+
+
+def server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs: str | bytes) -> TLSServerEndpoint:
+    """Build a server endpoint from ``twistls:`` string parameters (see the module docstring).
+
+    Raises:
+        ConfigurationError: unknown or missing keys, bad values, missing
+            files, a key that does not match its certificate.
+    """
+    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+
+    from twistls.context import ServerContextFactory
+
+    v = _collect("server", ("port",), _SERVER_KEYS, args, kwargs)
+    if "port" not in v:
+        raise ConfigurationError("twistls server endpoint: a port is required (twistls:PORT:certificate=FILE)")
+    port = _int("port", v["port"], minimum=0, maximum=65535)
+    if "certificate" not in v:
+        raise ConfigurationError("twistls server endpoint: certificate= is required (twistls:PORT:certificate=FILE)")
+    certificate = _file("certificate", v["certificate"])
+    private_key = _file("privateKey", v["privateKey"]) if "privateKey" in v else None
+    backlog = _int("backlog", v.get("backlog", "50"), minimum=1)
+    options: dict[str, Any] = {
+        "handshake_timeout": _seconds("handshakeTimeout", v.get("handshakeTimeout", "30"), allow_none=True),
+    }
+    if "caFile" in v:
+        options["client_cafile"] = _file("caFile", v["caFile"])
+    if "caPath" in v:
+        options["client_capath"] = _directory("caPath", v["caPath"])
+    if "requireClientCertificate" in v:
+        if "caFile" not in v and "caPath" not in v:
+            raise ConfigurationError(
+                "twistls server endpoint: requireClientCertificate= needs caFile= or caPath= (the client CAs)"
+            )
+        options["require_client_certificate"] = _bool("requireClientCertificate", v["requireClientCertificate"])
+    context_factory = ServerContextFactory(certificate, private_key, **options)
+    interface = v.get("interface", "")
+    endpoint_class: Callable[..., Any] = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
+    wrapped = endpoint_class(reactor, port, backlog=backlog, interface=interface)
+    return wrap_server_tls(context_factory, wrapped, clock=reactor)
+
+
+@implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
+class _ClientParser:
+    """``twistls:host=NAME:port=PORT[:key=value...]`` for ``clientFromString``."""
+
+    prefix = "twistls"
+
+    def parseStreamClient(self, reactor: Any, *args: str, **kwargs: str) -> TLSClientEndpoint:
+        return client_endpoint_from_parameters(reactor, *args, **kwargs)
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class _ServerParser:
+    """``twistls:PORT:certificate=FILE[:key=value...]`` for ``serverFromString``."""
+
+    prefix = "twistls"
+
+    def parseStreamServer(self, reactor: Any, *args: str, **kwargs: str) -> TLSServerEndpoint:
+        return server_endpoint_from_parameters(reactor, *args, **kwargs)
