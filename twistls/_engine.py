@@ -56,6 +56,9 @@ __all__ = [
 _SSLError = M2Crypto.SSL.SSLError
 _RECEIVED_SHUTDOWN = m2.SSL_RECEIVED_SHUTDOWN
 _READ_SIZE = 1 << 16
+#: Bytes accepted after the handshake that produce no event before the peer
+#: is cut off (one record is at most 18.5 KiB; a KeyUpdate is 27 bytes).
+_MAX_UNPRODUCTIVE = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +213,7 @@ class TLSEngine:
         self.error: TLSError | None = None
         self.peer_closed = False
         self._established_once = False
+        self._unproductive = 0
 
     # -- input -----------------------------------------------------------------
 
@@ -252,7 +256,22 @@ class TLSEngine:
         if state == self._HANDSHAKING:
             self._handshake(events)
         if self._state == self._ESTABLISHED:
+            before = len(events)
             self._read(events)
+            if len(events) > before:
+                self._unproductive = 0
+            elif data:
+                # Input that yields nothing (KeyUpdate, empty records...) is
+                # bounded: a legitimate peer completes a record long before.
+                self._unproductive += len(data)
+                if self._unproductive > _MAX_UNPRODUCTIVE:
+                    self._fail(
+                        ProtocolViolationError(
+                            f"the peer sent over {_MAX_UNPRODUCTIVE} bytes without application data "
+                            "(a flood of post-handshake messages such as KeyUpdate)"
+                        ),
+                        events,
+                    )
         return events
 
     def send_plaintext(self, data: bytes) -> None:

@@ -30,6 +30,8 @@ __all__ = [
     "ProtocolVersionError",
     "PeerAlertError",
     "ConnectionTruncatedError",
+    "ProtocolViolationError",
+    "IdleTimeoutError",
     "VerificationError",
     "UntrustedCertificateError",
     "CertificateExpiredError",
@@ -102,6 +104,24 @@ class ConnectionTruncatedError(TLSError):
     """The transport ended after the handshake without a TLS close_notify:
     the data received may have been cut short by an attacker or a crash.
     Everything received before the end was delivered first."""
+
+
+class ProtocolViolationError(TLSError):
+    """The peer broke the TLS protocol: bytes that are not TLS (random data,
+    a plaintext HTTP request), malformed, oversized or empty records, an
+    unexpected message, a record that fails authentication, or a flood of
+    post-handshake messages (KeyUpdate) without application data.
+
+    .. versionadded:: 0.1
+    """
+
+
+class IdleTimeoutError(TLSError):
+    """An established connection carried no data in either direction for
+    longer than the wrapping factory's ``idle_timeout``.
+
+    .. versionadded:: 0.1
+    """
 
 
 class VerificationError(TLSError):
