@@ -1,0 +1,398 @@
+"""``twistd twistls``: a TLS-terminating proxy and a TLS/STARTTLS echo server.
+
+Registered by ``twisted/plugins/twistls_service.py``.  Sub-commands:
+
+``proxy``
+    ``twistd -n twistls proxy --listen twistls:8443:certificate=server.pem
+    --connect tcp:127.0.0.1:8080`` accepts TLS and forwards the plaintext to
+    a backend (stunnel's server mode).  The reverse,
+    ``--listen tcp:127.0.0.1:8080 --connect twistls:host=db.example:port=443:caFile=ca.pem``,
+    accepts plaintext and connects out over verified TLS (stunnel's client
+    mode).  Any endpoint strings work on either side.  The backend is
+    dialled only after the incoming TLS handshake succeeded; bytes flow only
+    after the outgoing TLS connection was verified; each side's reading is
+    paused while the other side's send buffer is full (flow control both
+    ways); a close on one side closes the other cleanly (close_notify).
+
+``echo``
+    A TLS echo server for testing clients: ``--listen`` (a server endpoint
+    string) or ``--certificate``/``--private-key``/``--port``/``--interface``;
+    with ``--starttls-port`` it also listens in the clear, where a client
+    sends ``STARTTLS\\r\\n``, reads ``OK begin TLS\\r\\n``, and then handshakes;
+    after that everything is echoed.
+
+Bad options (a missing certificate file, a key that does not match the
+certificate, an unknown endpoint keyword) are reported by twistd as a
+one-line error naming the problem.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python import usage
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+__all__ = ["Options", "makeService"]
+
+log = Logger(namespace="twistls.tap")
+
+_TIMEOUT_HELP = (
+    "Seconds a TLS handshake may take before the connection is dropped "
+    "(applies to twistls: endpoints that do not set handshakeTimeout= "
+    "themselves) [default: 30]"
+)
+
+
+def _positive_seconds(value: str) -> float:
+    number = float(value)
+    if not number > 0 or number == float("inf"):
+        raise ValueError("must be a positive number of seconds")
+    return number
+
+
+_positive_seconds.coerceDoc = "A positive number of seconds."  # type: ignore[attr-defined]
+
+
+def _with_timeout(description: str, timeout: float | None) -> str:
+    """Add ``handshakeTimeout=`` to a ``twistls:`` string that lacks it."""
+    if timeout is None or not description.startswith("twistls:") or "handshakeTimeout=" in description:
+        return description
+    return f"{description}:handshakeTimeout={timeout:g}"
+
+
+def _one_line(option: str, value: str, exc: BaseException) -> usage.UsageError:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return usage.UsageError(f"{option} {value!r}: {text}")
+
+
+def _server_endpoint(option: str, description: str, timeout: float | None) -> Any:
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        return serverFromString(reactor, _with_timeout(description, timeout))
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        raise _one_line(option, description, exc) from None
+
+
+def _client_endpoint(option: str, description: str, timeout: float | None) -> Any:
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import clientFromString
+
+    try:
+        return clientFromString(reactor, _with_timeout(description, timeout))
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        raise _one_line(option, description, exc) from None
+
+
+# -- proxy --------------------------------------------------------------------------
+
+
+@implementer(IPushProducer)
+class _ReadSide:
+    """The reading half of one transport, as a producer for the other side.
+
+    Pausing stops reading; ``stopProducing`` does nothing, because the proxy
+    closes each side itself (a TLS side with close_notify), rather than
+    letting the other transport drop it.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _ProxyPeer(Protocol):
+    """Shared by both halves: forward bytes and closes to ``peer``."""
+
+    peer: _ProxyPeer | None = None
+    closed = False
+
+    def pair(self, other: _ProxyPeer) -> None:
+        self.peer = other
+        other.peer = self
+        # Each side's send buffer throttles the other side's reading.
+        self.transport.registerProducer(_ReadSide(other.transport), True)
+        other.transport.registerProducer(_ReadSide(self.transport), True)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.peer.transport.write(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.closed = True
+        peer, self.peer = self.peer, None
+        if peer is not None:
+            peer.peer = None
+            if not peer.closed:
+                peer.transport.unregisterProducer()
+                peer.transport.loseConnection()
+
+
+class _ProxyClient(_ProxyPeer):
+    """The outgoing (backend) half."""
+
+
+class _ProxyServer(_ProxyPeer):
+    """The incoming half: dials the backend once its own TLS handshake is done."""
+
+    def connectionMade(self) -> None:
+        self._pending: list[bytes] = []
+        self._connecting: Any = None
+        transport = self.transport
+        if getattr(transport, "tls_started", False):
+            transport.when_handshake_done().addCallbacks(self._ready, lambda _failure: None)
+        else:
+            self._ready(None)
+
+    def _ready(self, _info: Any) -> None:
+        if self.closed:
+            return
+        self.transport.pauseProducing()
+        d = self.factory.backend.connect(ClientFactory.forProtocol(_ProxyClient))
+        self._connecting = d
+        d.addCallbacks(self._connected, self._failed)
+
+    def _connected(self, client: _ProxyClient) -> None:
+        self._connecting = None
+        if self.closed:
+            client.transport.loseConnection()
+            return
+        self.pair(client)
+        pending, self._pending = self._pending, []
+        for chunk in pending:
+            client.transport.write(chunk)
+        self.transport.resumeProducing()
+
+    def _failed(self, failure: Failure) -> None:
+        self._connecting = None
+        if self.closed:
+            return
+        log.warn(
+            "proxy: backend connection failed: {reason}",
+            reason=" ".join(str(failure.value).split()) or failure.type.__name__,
+        )
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.peer is None:
+            self._pending.append(data)  # arrived with the end of the handshake
+        else:
+            self.peer.transport.write(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        super().connectionLost(reason)
+        connecting, self._connecting = getattr(self, "_connecting", None), None
+        if connecting is not None:
+            connecting.cancel()
+
+
+class _ProxyFactory(Factory):
+    protocol = _ProxyServer
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+
+class ProxyOptions(usage.Options):
+    """``twistd twistls proxy``."""
+
+    synopsis = "--listen SERVER-ENDPOINT --connect CLIENT-ENDPOINT [--handshake-timeout SECONDS]"
+    longdesc = (
+        "Forward every connection accepted on --listen to --connect, both ways, "
+        "with flow control. TLS termination: --listen twistls:8443:certificate=server.pem "
+        "--connect tcp:127.0.0.1:8080. The reverse (plaintext in, verified TLS out): "
+        "--listen tcp:127.0.0.1:8080:interface=127.0.0.1 "
+        "--connect twistls:host=db.example:port=443:caFile=ca.pem. "
+        "See doc/howto/endpoint-strings.rst for the twistls: keys."
+    )
+    optParameters = [
+        ["listen", "l", None, "Server endpoint string to accept connections on (required), "
+         "e.g. twistls:8443:certificate=server.pem:privateKey=key.pem or tcp:8080:interface=127.0.0.1."],
+        ["connect", "c", None, "Client endpoint string of the backend (required), "
+         "e.g. tcp:127.0.0.1:8080 or twistls:host=backend.example:port=443:caFile=ca.pem."],
+        ["handshake-timeout", "t", None, _TIMEOUT_HELP, _positive_seconds],
+    ]
+
+    def postOptions(self) -> None:
+        for name in ("listen", "connect"):
+            if not self[name]:
+                raise usage.UsageError(f"proxy needs --{name} (see --help)")
+        timeout = self["handshake-timeout"]
+        self["listen-endpoint"] = _server_endpoint("--listen", self["listen"], timeout)
+        self["connect-endpoint"] = _client_endpoint("--connect", self["connect"], timeout)
+
+
+# -- echo ---------------------------------------------------------------------------
+
+
+class _Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class _StartTLSEcho(LineReceiver):
+    """Plaintext line protocol: ``STARTTLS`` upgrades to TLS, then echo."""
+
+    delimiter = b"\r\n"
+    MAX_LENGTH = 1024
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.strip().upper() != b"STARTTLS":
+            self.sendLine(b"ERR send STARTTLS first")
+            return
+        self.sendLine(b"OK begin TLS")
+        # Bytes the client sent after STARTTLS in the clear are dropped, not
+        # fed into the TLS stream (the STARTTLS command-injection class).
+        self.clearLineBuffer()
+        self.transport.startTLS(self.factory.context_factory)
+        self.setRawMode()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.sendLine(b"ERR line too long")
+        self.transport.loseConnection()
+
+
+class EchoOptions(usage.Options):
+    """``twistd twistls echo``."""
+
+    synopsis = (
+        "[--listen SERVER-ENDPOINT | --certificate FILE [--private-key FILE] [--port N] [--interface ADDR]] "
+        "[--starttls-port N] [--client-ca FILE] [--handshake-timeout SECONDS]"
+    )
+    longdesc = (
+        "A TLS echo server for testing clients. Everything a client sends after the "
+        "handshake is sent back. With --starttls-port it also listens in the clear: "
+        "a client sends 'STARTTLS\\r\\n', the server answers 'OK begin TLS\\r\\n' and the "
+        "connection switches to TLS, then echoes."
+    )
+    optParameters = [
+        ["listen", "l", None, "Server endpoint string for TLS (default: "
+         "twistls:PORT:certificate=...:privateKey=...:interface=INTERFACE built from the options below)."],
+        ["certificate", "c", None, "PEM server certificate (then intermediates); required unless --listen "
+         "is a twistls: string."],
+        ["private-key", "k", None, "PEM private key [default: in the certificate file]."],
+        ["port", "p", 8443, "TLS port when --listen is not given.", int],
+        ["interface", "i", "127.0.0.1", "Address to listen on for --port and --starttls-port."],
+        ["starttls-port", None, None, "Also listen in the clear on this port and offer STARTTLS "
+         "[default: off].", int],
+        ["client-ca", None, None, "Require client certificates issued by the CAs in this PEM file "
+         "[default: no client certificates]."],
+        ["handshake-timeout", "t", None, _TIMEOUT_HELP, _positive_seconds],
+    ]
+
+    def postOptions(self) -> None:
+        from twistls.errors import ConfigurationError
+
+        timeout = self["handshake-timeout"]
+        context_factory = None
+        if self["certificate"]:
+            from twistls.context import ServerContextFactory
+
+            options: dict[str, Any] = {}
+            if timeout is not None:
+                options["handshake_timeout"] = timeout
+            if self["client-ca"]:
+                options["client_cafile"] = self["client-ca"]
+            try:
+                context_factory = ServerContextFactory(self["certificate"], self["private-key"], **options)
+            except ConfigurationError as exc:
+                raise _one_line("--certificate", self["certificate"], exc) from None
+        elif self["private-key"] or self["client-ca"]:
+            raise usage.UsageError("--private-key and --client-ca need --certificate")
+        if self["listen"]:
+            endpoint = _server_endpoint("--listen", self["listen"], timeout)
+        else:
+            if context_factory is None:
+                raise usage.UsageError("echo needs --certificate (or --listen twistls:PORT:certificate=FILE)")
+            if not 0 <= self["port"] <= 65535:
+                raise usage.UsageError(f"--port {self['port']} is not a TCP port")
+            endpoint = _tls_endpoint(context_factory, self["port"], self["interface"])
+        if context_factory is None:
+            context_factory = getattr(endpoint, "context_factory", None)
+        self["listen-endpoint"] = endpoint
+        self["starttls-endpoint"] = None
+        if self["starttls-port"] is not None:
+            if not 0 <= self["starttls-port"] <= 65535:
+                raise usage.UsageError(f"--starttls-port {self['starttls-port']} is not a TCP port")
+            if context_factory is None:
+                raise usage.UsageError("--starttls-port needs --certificate (or --listen twistls:...)")
+            self["starttls-endpoint"] = _plain_endpoint(self["starttls-port"], self["interface"])
+        self["context-factory"] = context_factory
+
+
+def _tls_endpoint(context_factory: Any, port: int, interface: str) -> Any:
+    from twistls.endpoints import wrap_server_tls
+
+    return wrap_server_tls(context_factory, _plain_endpoint(port, interface))
+
+
+def _plain_endpoint(port: int, interface: str) -> Any:
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+
+    cls = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
+    return cls(reactor, port, interface=interface)
+
+
+# -- the plugin -----------------------------------------------------------------------
+
+
+class Options(usage.Options):
+    """``twistd twistls``."""
+
+    synopsis = "(proxy | echo) [options]"
+    longdesc = (
+        "twistls services: 'proxy' terminates TLS in front of a plaintext backend (or "
+        "originates verified TLS for a plaintext client); 'echo' is a TLS and STARTTLS "
+        "echo server for testing clients. Run 'twistd twistls proxy --help' or "
+        "'twistd twistls echo --help' for their options."
+    )
+    subCommands = [
+        ["proxy", None, ProxyOptions, "TLS-terminating proxy (and the reverse) between two endpoints"],
+        ["echo", None, EchoOptions, "TLS echo server, optionally with a STARTTLS plaintext port"],
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("choose a sub-command: proxy or echo (see --help)")
+
+
+def makeService(options: Options) -> service.IService:
+    """Build the service for ``twistd twistls``."""
+    from twistls.protocol import TLSWrappingFactory
+
+    sub = options.subOptions
+    top = service.MultiService()
+    if options.subCommand == "proxy":
+        factory = _ProxyFactory(sub["connect-endpoint"])
+        StreamServerEndpointService(sub["listen-endpoint"], factory).setServiceParent(top)
+    else:
+        StreamServerEndpointService(sub["listen-endpoint"], Factory.forProtocol(_Echo)).setServiceParent(top)
+        if sub["starttls-endpoint"] is not None:
+            plain = Factory.forProtocol(_StartTLSEcho)
+            plain.context_factory = sub["context-factory"]  # type: ignore[attr-defined]
+            wrapping = TLSWrappingFactory(plain, None, start_tls=True)
+            StreamServerEndpointService(sub["starttls-endpoint"], wrapping).setServiceParent(top)
+    return top
