@@ -2,12 +2,19 @@
 
 Sub-commands:
 
-* ``demo``: a twistls TLS echo server and a verifying twistls client on
-  127.0.0.1 with a throwaway CA made at run time; prints what was negotiated
-  and the Checker's verdict, then shows a rejected wrong-name client.
+* ``probe HOST[:PORT]``: connect with twistls' secure defaults (optionally
+  after a STARTTLS preamble) and report what the server presented and
+  negotiated; exit 0 only when the peer verified.
+* ``verify CERT``: verify a certificate offline exactly as a twistls client
+  would; exit 0 only when it would be accepted.
+* ``mkcert [NAMES...]``: a throwaway CA and a server certificate for
+  development.
+* ``demo``: ``twistd twistls echo`` on 127.0.0.1 with a CA made by
+  ``mkcert``, probed once as it should be (verified) and once with a wrong
+  expected name (rejected), then stopped.
 
-Heavy imports (Twisted, M2Crypto) happen inside the sub-commands so that
-``--help`` returns at once.
+Heavy imports (Twisted, M2Crypto, cryptography) happen inside the
+sub-commands so that ``--help`` returns at once.
 """
 
 from __future__ import annotations
@@ -16,16 +23,172 @@ import argparse
 import sys
 from typing import Sequence
 
+STARTTLS_PROTOCOLS = ("smtp", "imap", "pop3", "ftp", "plain-line")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the timeout must be > 0 seconds")
+    return value
+
+
+def _depth(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the depth must be >= 1")
+    return value
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twistls",
         description="Secure-by-default TLS for Twisted, built on M2Crypto.",
     )
+    from twistls import __version__
+
+    parser.add_argument("--version", action="version", version=f"twistls {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="TLS echo server + verifying client on 127.0.0.1 with a throwaway CA")
-    demo.add_argument("--message", default="hello over twistls", help="text the client sends (default: %(default)s)")
+
+    probe = sub.add_parser(
+        "probe",
+        help="connect to a TLS server with the secure defaults and report what it presents",
+        description=(
+            "Connect to HOST[:PORT] over TCP with twistls' secure defaults (chain verified against "
+            "the system trust store or --cafile/--capath, name checked by the twistls Checker), "
+            "optionally after a STARTTLS preamble, and report the address, the certificate and "
+            "its names, the chain, the protocol version, cipher, compression, ALPN, session "
+            "reuse and the verdict.  Exit status 0 only when the peer verified; 1 when it was "
+            "rejected; 3 when no TLS session could be tried (connection refused, timeout, "
+            "STARTTLS refused)."
+        ),
+    )
+    probe.add_argument(
+        "target",
+        metavar="HOST[:PORT]",
+        help="host name or IP address, with an optional port; IPv6 as [addr]:port. Default port 443, "
+        "or the protocol's usual one with --starttls (smtp 25, imap 143, pop3 110, ftp 21)",
+    )
+    probe.add_argument(
+        "--starttls",
+        choices=STARTTLS_PROTOCOLS,
+        help="speak this protocol's cleartext preamble, then upgrade to TLS "
+        "(plain-line: send 'STARTTLS' and wait for one line; needs an explicit port)",
+    )
+    probe.add_argument("--cafile", metavar="F", help="PEM file of trusted CAs (instead of the system store)")
+    probe.add_argument("--capath", metavar="D", help="hashed directory of trusted CAs (instead of the system store)")
+    probe.add_argument(
+        "--servername",
+        metavar="N",
+        help="the name the certificate must hold and that is sent as SNI (default: HOST)",
+    )
+    probe.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    probe.add_argument(
+        "--timeout",
+        metavar="S",
+        type=_positive_float,
+        default=10.0,
+        help="seconds allowed for each connection (connect, preamble, handshake); default %(default)s",
+    )
+    probe.add_argument(
+        "--no-reconnect",
+        action="store_true",
+        help="do not reconnect to test session resumption after a verified connection",
+    )
+
+    verify = sub.add_parser(
+        "verify",
+        help="verify a certificate offline exactly as a twistls client would",
+        description=(
+            "Verify CERT (PEM; a leaf optionally followed by the intermediates a server would send) "
+            "with OpenSSL's X509_verify_cert set up as a twistls client sets it up (same trust "
+            "loading, depth, serverAuth purpose, security level) and the same Checker for the "
+            "name.  Prints every problem found; exit status 0 only when a client would accept it, "
+            "1 when it would be rejected, 2 for bad arguments or unreadable files."
+        ),
+    )
+    verify.add_argument("certificate", metavar="CERT", help="the certificate file (PEM or DER)")
+    verify.add_argument("--chain", metavar="FILE", help="PEM file of intermediates the server would send")
+    trust = verify.add_mutually_exclusive_group()
+    trust.add_argument("--cafile", metavar="F", help="PEM file of trusted CAs (instead of the system store)")
+    trust.add_argument("--capath", metavar="D", help="hashed directory of trusted CAs (instead of the system store)")
+    who = verify.add_mutually_exclusive_group(required=True)
+    who.add_argument("--host", metavar="NAME", help="the DNS name a client would expect")
+    who.add_argument("--ip", metavar="ADDR", help="the IP address a client would expect")
+    verify.add_argument(
+        "--at",
+        metavar="TIME",
+        help="verify as of this ISO 8601 time (e.g. 2030-01-31T12:00:00Z), like openssl verify -attime",
+    )
+    verify.add_argument(
+        "--depth", metavar="N", type=_depth, default=None, help="maximum chain depth (client default: 9)"
+    )
+    verify.add_argument(
+        "--legacy-common-name",
+        action="store_true",
+        help="accept a commonName match on certificates without any subjectAltName "
+        "(the client's allow_common_name=True)",
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+    mkcert = sub.add_parser(
+        "mkcert",
+        help="make a throwaway CA and a server certificate for development",
+        description=(
+            "Write ca.pem (the root CA to trust), server.pem (the server certificate followed by "
+            "its intermediate CA) and server.key (mode 0600) for NAMES into a directory, using "
+            "the cryptography library.  The CA keys are not kept."
+        ),
+    )
+    mkcert.add_argument(
+        "names",
+        metavar="NAMES",
+        nargs="*",
+        help="DNS names and IP addresses for the certificate (default: localhost 127.0.0.1 ::1)",
+    )
+    mkcert.add_argument("--dir", metavar="D", help="directory to write into (default: a new temporary directory)")
+    mkcert.add_argument(
+        "--client",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="also issue client.pem/client.key for NAME, for mutual TLS (repeatable)",
+    )
+    mkcert.add_argument("--days", type=int, default=30, help="validity in days (default %(default)s)")
+    mkcert.add_argument("--force", action="store_true", help="replace files already in the directory")
+
+    demo = sub.add_parser(
+        "demo",
+        help="twistd twistls echo on 127.0.0.1 with a mkcert CA, probed (verified) and with a wrong name (rejected)",
+        description=(
+            "Make a throwaway CA with mkcert, run 'twistd -n twistls echo' on 127.0.0.1, probe it "
+            "(verified), probe it expecting a wrong name (rejected, with the reason), stop it.  "
+            "Falls back to an in-process server when twistd is not available."
+        ),
+    )
+    demo.add_argument("--message", default="hello over twistls", help="text the in-process client sends (default: %(default)s)")
+    demo.add_argument("--in-process", action="store_true", help="skip twistd; serve from this process")
     return parser
+
+
+def _split_target(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from twistls._probe import DEFAULT_PORTS, split_host_port
+
+    try:
+        host, port = split_host_port(args.target)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if port is None:
+        port = DEFAULT_PORTS.get(args.starttls or "tls")
+        if port is None:
+            parser.error(f"--starttls {args.starttls} has no usual port: give HOST:PORT")
+    args.host, args.port = host, port
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,12 +198,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "probe":
+        _split_target(parser, args)
+        from twistls._probe import run
+
+        return run(args)
+    if args.command == "verify":
+        from twistls._verify import run as run_verify
+
+        return run_verify(args)
+    if args.command == "mkcert":
+        return _mkcert(args)
     if args.command == "demo":
         from twistls._demo import run_demo
 
-        return run_demo(args.message)
+        return run_demo(args.message, in_process=args.in_process)
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _mkcert(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from twistls._mkcert import DEFAULT_NAMES, make_certificates
+
+    directory = args.dir or tempfile.mkdtemp(prefix="twistls-mkcert-")
+    try:
+        result = make_certificates(
+            directory,
+            args.names or DEFAULT_NAMES,
+            client_names=args.client,
+            days=args.days,
+            overwrite=args.force,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"twistls mkcert: {exc}", file=sys.stderr)
+        return 2
+    rows = [
+        ("CA certificate (trust this)", result.cafile),
+        ("server certificate chain", result.certificate),
+        ("server private key", result.private_key),
+    ]
+    if result.client_certificate:
+        rows += [
+            ("client certificate chain", result.client_certificate),
+            ("client private key", result.client_private_key or ""),
+        ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key.ljust(width)} : {value}")
+    names = ", ".join(args.names or DEFAULT_NAMES)
+    print(f"{'names'.ljust(width)} : {names} (valid {args.days} days; the CA key was not kept)")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,367 @@
+"""``twistls verify``: check a certificate offline exactly as a twistls client would.
+
+The trust store, verification depth and security level come from a real
+:class:`~twistls.context.ClientContextFactory` built with the same arguments a
+client would use (so the system store is loaded the same way, a CA file or
+directory the same way).  The chain is then verified by OpenSSL's
+``X509_verify_cert`` set up as libssl's ``ssl_verify_cert_chain`` sets it up
+for a client: the context's ``X509_STORE``, the untrusted certificates the
+server would send, the ``ssl_server`` purpose and trust, the context's
+``X509_VERIFY_PARAM`` (depth, flags) and its security level as the
+authentication level.  Finally the same :class:`~twistls.checker.Checker`
+matches the name.  Nothing cryptographic is reimplemented here.
+
+Unlike a live client, which stops at the first problem, every problem is
+collected (the verify callback lets OpenSSL continue); the first one is the
+one a client would report, with the same error type and ``X509_V_ERR`` code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from twistls import _openssl as _ossl
+from twistls.errors import ConfigurationError, VerificationError, verification_error_for_code
+
+__all__ = ["VerifyResult", "verify_certificate", "parse_time", "load_certificates"]
+
+
+@dataclass
+class VerifyResult:
+    """What :func:`verify_certificate` found.
+
+    Attributes:
+        problems: the errors a client would raise, most relevant (the one a
+            live client reports) first; empty when the certificate is accepted.
+        chain: the certificates OpenSSL built, leaf first, as cryptography objects
+            (or the given ones when no chain could be built).
+        at: the verification time (``None``: now).
+    """
+
+    hostname: str
+    problems: list[VerificationError] = field(default_factory=list)
+    chain: list[x509.Certificate] = field(default_factory=list)
+    at: datetime.datetime | None = None
+    trust: str = "system trust store"
+    depth: int = 9
+
+    @property
+    def accepted(self) -> bool:
+        return not self.problems
+
+
+def parse_time(text: str) -> datetime.datetime:
+    """An ISO 8601 time (``2030-01-01``, ``2030-01-01T12:00:00Z``,
+    ``...+02:00``); a time without a zone is UTC.
+
+    Raises:
+        ConfigurationError: not an ISO 8601 time.
+    """
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        when = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigurationError(f"--at {text!r} is not an ISO 8601 time (e.g. 2030-01-31T12:00:00Z)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when
+
+
+def load_certificates(path: str) -> list[x509.Certificate]:
+    """Every certificate in a PEM file (or the one in a DER file).
+
+    Raises:
+        ConfigurationError: unreadable, or no certificate in it.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path!r}: {exc.strerror}") from None
+    try:
+        if b"-----BEGIN" in data:
+            certs = x509.load_pem_x509_certificates(data)
+        else:
+            certs = [x509.load_der_x509_certificate(data)]
+    except ValueError as exc:
+        raise ConfigurationError(f"{path!r} holds no readable certificate: {exc}") from None
+    if not certs:
+        raise ConfigurationError(f"{path!r} holds no certificate")
+    return certs
+
+
+# --- the verify callback: records every failure, lets OpenSSL continue ------
+
+_problems: dict[int, list[tuple[int, int, str]]] = {}
+
+
+def _collect(preverify_ok: int, store_ctx: int | None) -> int:
+    try:
+        if not preverify_ok and store_ctx:
+            code = _ossl.X509_STORE_CTX_get_error(store_ctx)
+            depth = _ossl.X509_STORE_CTX_get_error_depth(store_ctx)
+            subject = ""
+            cert = _ossl.X509_STORE_CTX_get_current_cert(store_ctx)
+            if cert:
+                name = _ossl.X509_get_subject_name(cert)
+                if name:
+                    buf = ctypes.create_string_buffer(512)
+                    _ossl.X509_NAME_oneline(name, buf, 512)
+                    subject = buf.value.decode("utf-8", "replace")
+            seen = _problems.setdefault(store_ctx, [])
+            if (code, depth) not in [(c, d) for c, d, _ in seen]:
+                seen.append((code, depth, subject))
+    except BaseException:  # never raise into C
+        return 0
+    return 1
+
+
+_collect_callback = _ossl.VERIFY_CB(_collect)
+
+
+def _chain_error(code: int, depth: int, subject: str) -> VerificationError:
+    message = _ossl.verify_error_string(code)
+    who = f" ({subject})" if subject else ""
+    cls = verification_error_for_code(code)
+    return cls(
+        f"certificate verify failed: {message} (X509 error {code} at depth {depth}){who}",
+        verify_code=code,
+        verify_message=message,
+        depth=depth,
+        subject=subject or None,
+    )
+
+
+def verify_certificate(
+    certificate: str,
+    *,
+    hostname: str,
+    chain: str | None = None,
+    cafile: str | None = None,
+    capath: str | None = None,
+    at: datetime.datetime | None = None,
+    depth: int | None = None,
+    allow_common_name: bool = False,
+) -> VerifyResult:
+    """Verify ``certificate`` for ``hostname`` as a twistls client would.
+
+    Args:
+        certificate: PEM (or DER) file; its first certificate is the leaf,
+            any further ones are intermediates the server would send.
+        hostname: the DNS name or IP address the client expects.
+        chain: a PEM file of further intermediates.
+        cafile, capath: trust anchors instead of the system store.
+        at: verify as of this time instead of now.
+        depth: maximum chain depth (the client default otherwise).
+        allow_common_name: the client's legacy commonName fallback.
+
+    Returns:
+        A :class:`VerifyResult`; ``accepted`` is true only when a client
+        would accept the certificate.
+
+    Raises:
+        ConfigurationError: unreadable files, bad depth, bad hostname.
+    """
+    from M2Crypto import X509
+
+    from twistls.checker import Checker
+    from twistls.context import DEFAULT_VERIFY_DEPTH, ClientContextFactory
+
+    certs = load_certificates(certificate)
+    if chain is not None:
+        certs += load_certificates(chain)
+    depth = DEFAULT_VERIFY_DEPTH if depth is None else depth
+    factory = ClientContextFactory(
+        hostname,
+        cafile=cafile,
+        capath=capath,
+        verify_depth=depth,
+        allow_common_name=allow_common_name,
+        handshake_timeout=None,
+    )
+    ctx = factory.context_address
+    result = VerifyResult(
+        hostname=hostname,
+        at=at,
+        trust=f"CA file {cafile}" if cafile else f"CA directory {capath}" if capath else "system trust store",
+        depth=depth,
+    )
+
+    # M2Crypto objects own the certificates and the untrusted stack for the call.
+    def to_m2(cert: x509.Certificate) -> Any:
+        return X509.load_cert_der_string(cert.public_bytes(serialization.Encoding.DER))
+
+    leaf = to_m2(certs[0])
+    untrusted = X509.X509_Stack()
+    extra = [to_m2(c) for c in certs[1:]]
+    for c in extra:
+        untrusted.push(c)
+    store = _ossl.SSL_CTX_get_cert_store(ctx)
+    store_ctx = _ossl.X509_STORE_CTX_new()
+    if not store_ctx:
+        raise ConfigurationError("OpenSSL could not allocate an X509_STORE_CTX")
+    built: list[x509.Certificate] = []
+    try:
+        _ossl.ERR_clear_error()
+        if _ossl.X509_STORE_CTX_init(store_ctx, store, int(leaf._ptr()), int(untrusted._ptr())) != 1:
+            raise ConfigurationError("X509_STORE_CTX_init failed: " + "; ".join(_ossl.drain_errors()))
+        param = _ossl.X509_STORE_CTX_get0_param(store_ctx)
+        # The same steps, in the same order, as libssl's ssl_verify_cert_chain().
+        _ossl.X509_VERIFY_PARAM_set_auth_level(param, _ossl.SSL_CTX_get_security_level(ctx))
+        if _ossl.X509_STORE_CTX_set_default(store_ctx, b"ssl_server") != 1:
+            raise ConfigurationError("X509_STORE_CTX_set_default(ssl_server) failed")
+        if _ossl.X509_VERIFY_PARAM_set1(param, _ossl.SSL_CTX_get0_param(ctx)) != 1:
+            raise ConfigurationError("X509_VERIFY_PARAM_set1 failed")
+        if at is not None:
+            _ossl.X509_VERIFY_PARAM_set_time(param, int(at.timestamp()))
+        _ossl.X509_STORE_CTX_set_verify_cb(store_ctx, ctypes.cast(_collect_callback, ctypes.c_void_p))
+        _problems[store_ctx] = []
+        ret = _ossl.X509_verify_cert(store_ctx)
+        found = _problems.get(store_ctx, [])
+        if ret != 1 and not found:
+            code = _ossl.X509_STORE_CTX_get_error(store_ctx)
+            found.append((code, _ossl.X509_STORE_CTX_get_error_depth(store_ctx), ""))
+        _ossl.drain_errors()
+        result.problems.extend(_chain_error(c, d, s) for c, d, s in found)
+        stack = _m2_chain(store_ctx)
+        built = [x509.load_der_x509_certificate(der) for der in stack]
+    finally:
+        _problems.pop(store_ctx, None)
+        _ossl.X509_STORE_CTX_free(store_ctx)
+        factory._handle.free()
+    result.chain = built or certs
+    try:
+        Checker(hostname=hostname, allow_common_name=allow_common_name).check_hostname(certs[0])
+    except VerificationError as exc:  # HostnameMismatchError
+        result.problems.append(exc)
+    return result
+
+
+_X509_STORE_CTX_get0_chain = _ossl._fn(_ossl.libcrypto, "X509_STORE_CTX_get0_chain", ctypes.c_void_p, ctypes.c_void_p)
+_OPENSSL_sk_num = _ossl._fn(_ossl.libcrypto, "OPENSSL_sk_num", ctypes.c_int, ctypes.c_void_p)
+_OPENSSL_sk_value = _ossl._fn(_ossl.libcrypto, "OPENSSL_sk_value", ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+_i2d_X509 = _ossl._fn(
+    _ossl.libcrypto, "i2d_X509", ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte))
+)
+
+
+def _m2_chain(store_ctx: int) -> list[bytes]:
+    """The chain OpenSSL built (borrowed pointers, copied out as DER)."""
+    stack = _X509_STORE_CTX_get0_chain(store_ctx)
+    if not stack:
+        return []
+    out: list[bytes] = []
+    for i in range(_OPENSSL_sk_num(stack)):
+        cert = _OPENSSL_sk_value(stack, i)
+        size = _i2d_X509(cert, None)
+        if size <= 0:
+            continue
+        buf = (ctypes.c_ubyte * size)()
+        ptr = ctypes.cast(buf, ctypes.POINTER(ctypes.c_ubyte))
+        _i2d_X509(cert, ctypes.byref(ptr))
+        out.append(bytes(buf))
+    return out
+
+
+def format_result(result: VerifyResult, certificate: str) -> str:
+    """The human report for ``twistls verify``."""
+    rows: list[tuple[str, str]] = [
+        ("certificate", certificate),
+        ("expected name", result.hostname),
+        ("trust anchors", result.trust),
+        ("depth limit", str(result.depth)),
+        ("verified at", "now" if result.at is None else result.at.isoformat()),
+    ]
+    for i, cert in enumerate(result.chain):
+        rows.append(
+            (
+                f"chain [{i}]",
+                f"{cert.subject.rfc4514_string()} (expires {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC)",
+            )
+        )
+    for problem in result.problems:
+        rows.append(("problem", f"{type(problem).__name__}: {problem}"))
+    if result.accepted:
+        rows.append(("verdict", "accepted: a twistls client would accept this certificate"))
+    else:
+        n = len(result.problems)
+        rows.append(("verdict", f"rejected ({n} problem{'s' if n != 1 else ''}); a client reports the first"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)} : {v}" for k, v in rows)
+
+
+def result_as_json(result: VerifyResult, certificate: str) -> dict[str, Any]:
+    """The same as :func:`format_result`, as a JSON-ready dict."""
+    return {
+        "certificate": certificate,
+        "hostname": result.hostname,
+        "trust": result.trust,
+        "depth": result.depth,
+        "at": None if result.at is None else result.at.isoformat(),
+        "chain": [
+            {
+                "subject": c.subject.rfc4514_string(),
+                "issuer": c.issuer.rfc4514_string(),
+                "not_after": c.not_valid_after_utc.isoformat(),
+            }
+            for c in result.chain
+        ],
+        "problems": [
+            {
+                "type": type(p).__name__,
+                "message": str(p),
+                "verify_code": p.verify_code,
+                "depth": p.depth,
+            }
+            for p in result.problems
+        ],
+        "accepted": result.accepted,
+    }
+
+
+def run(args: Any) -> int:
+    """``twistls verify`` from parsed arguments; returns the exit status."""
+    import json
+    import sys
+
+    hostname = args.host if args.host is not None else args.ip
+    if args.ip is not None:
+        from twistls.checker import parse_ip
+
+        if parse_ip(args.ip) is None:
+            print(f"twistls verify: --ip {args.ip!r} is not an IP address", file=sys.stderr)
+            return 2
+    try:
+        at = None if args.at is None else parse_time(args.at)
+        result = verify_certificate(
+            args.certificate,
+            hostname=hostname,
+            chain=args.chain,
+            cafile=args.cafile,
+            capath=args.capath,
+            at=at,
+            depth=args.depth,
+            allow_common_name=args.legacy_common_name,
+        )
+    except ConfigurationError as exc:
+        print(f"twistls verify: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", False):
+        print(json.dumps(result_as_json(result, os.fspath(args.certificate)), indent=2))
+    else:
+        print(format_result(result, os.fspath(args.certificate)))
+    return 0 if result.accepted else 1
+
+
+def first_problem(result: VerifyResult) -> VerificationError | None:
+    """The problem a live client would report, or ``None``."""
+    return result.problems[0] if result.problems else None
