@@ -217,6 +217,20 @@ X509_VERIFY_PARAM_set_flags = _fn(libcrypto, "X509_VERIFY_PARAM_set_flags", c_in
 X509_PURPOSE_SSL_CLIENT = 1
 X509_PURPOSE_SSL_SERVER = 2
 
+# Offline chain verification (``twistls verify``), done the way libssl's
+# ssl_verify_cert_chain() does it for a client.
+X509_STORE_CTX_new = _fn(libcrypto, "X509_STORE_CTX_new", _vp)
+X509_STORE_CTX_free = _fn(libcrypto, "X509_STORE_CTX_free", None, _vp)
+X509_STORE_CTX_init = _fn(libcrypto, "X509_STORE_CTX_init", c_int, _vp, _vp, _vp, _vp)
+X509_STORE_CTX_get0_param = _fn(libcrypto, "X509_STORE_CTX_get0_param", _vp, _vp)
+X509_STORE_CTX_set_default = _fn(libcrypto, "X509_STORE_CTX_set_default", c_int, _vp, c_char_p)
+X509_STORE_CTX_set_verify_cb = _fn(libcrypto, "X509_STORE_CTX_set_verify_cb", None, _vp, _vp)
+X509_VERIFY_PARAM_set1 = _fn(libcrypto, "X509_VERIFY_PARAM_set1", c_int, _vp, _vp)
+X509_VERIFY_PARAM_set_time = _fn(libcrypto, "X509_VERIFY_PARAM_set_time", None, _vp, ctypes.c_int64)
+X509_VERIFY_PARAM_set_depth = _fn(libcrypto, "X509_VERIFY_PARAM_set_depth", None, _vp, c_int)
+X509_VERIFY_PARAM_set_auth_level = _fn(libcrypto, "X509_VERIFY_PARAM_set_auth_level", None, _vp, c_int)
+X509_verify_cert = _fn(libcrypto, "X509_verify_cert", c_int, _vp)
+
 
 def drain_errors() -> list[str]:
     """Empty this thread's OpenSSL error queue, returning its reason strings
