@@ -1,0 +1,420 @@
+"""Endpoints and the ``twistls:`` endpoint strings: parsing (MemoryReactor),
+plugin discovery, and real 127.0.0.1 connections."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.application.service import IServiceMaker
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    clientFromString,
+    serverFromString,
+)
+from twisted.internet.interfaces import (
+    IStreamClientEndpoint,
+    IStreamClientEndpointStringParserWithReactor,
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+)
+from twisted.internet.testing import MemoryReactor
+from twisted.plugin import IPlugin, getPlugins
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests._pki import pki
+from twistls import (
+    ClientContextFactory,
+    ConfigurationError,
+    HostnameMismatchError,
+    ServerContextFactory,
+    TLSWrappingFactory,
+    UntrustedCertificateError,
+)
+from twistls.endpoints import (
+    TLSClientEndpoint,
+    TLSServerEndpoint,
+    _ClientParser,
+    _ServerParser,
+    wrap_client_tls,
+    wrap_server_tls,
+)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PLUGINS = os.path.join(os.path.dirname(HERE), "twisted", "plugins")
+
+
+def _esc(path: str) -> str:
+    """Escape a path for an endpoint string."""
+    return path.replace("\\", "\\\\").replace(":", "\\:")
+
+
+class ClientStringTests(SynchronousTestCase):
+    """``clientFromString(reactor, "twistls:...")``."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactor()
+        self.p = pki()
+
+    def parse(self, text: str) -> TLSClientEndpoint:
+        endpoint = clientFromString(self.reactor, text)
+        self.assertIsInstance(endpoint, TLSClientEndpoint)
+        self.assertTrue(IStreamClientEndpoint.providedBy(endpoint))
+        return endpoint
+
+    def test_keyword_form_builds_a_verifying_endpoint(self) -> None:
+        """host=/port=/caFile= give a verifying endpoint over a HostnameEndpoint."""
+        endpoint = self.parse(f"twistls:host=example.com:port=443:caFile={_esc(self.p.cafile)}")
+        self.assertEqual(endpoint.hostname, "example.com")
+        self.assertEqual(endpoint.context_factory.hostname, "example.com")
+        self.assertFalse(endpoint.context_factory.insecure_skip_verify)
+        self.assertEqual(endpoint.context_factory.handshake_timeout, 30.0)
+        self.assertIsInstance(endpoint.wrapped_endpoint, HostnameEndpoint)
+        self.assertEqual(endpoint.wrapped_endpoint._hostText, "example.com")
+        self.assertEqual(endpoint.wrapped_endpoint._port, 443)
+
+    def test_positional_form(self) -> None:
+        """``twistls:HOST:PORT`` is accepted too."""
+        endpoint = self.parse(f"twistls:localhost:8443:caFile={_esc(self.p.cafile)}")
+        self.assertEqual(endpoint.hostname, "localhost")
+        self.assertEqual(endpoint.wrapped_endpoint._port, 8443)
+
+    def test_ipv6_host_escaped(self) -> None:
+        """An IPv6 literal host is written with escaped colons (brackets optional)."""
+        endpoint = self.parse(f"twistls:host=\\:\\:1:port=443:caFile={_esc(self.p.cafile)}")
+        self.assertEqual(endpoint.hostname, "::1")
+        endpoint = self.parse(f"twistls:host=[\\:\\:1]:port=443:caFile={_esc(self.p.cafile)}")
+        self.assertEqual(endpoint.hostname, "::1")
+
+    def test_every_option(self) -> None:
+        """Each documented key reaches the context factory or the TCP endpoint."""
+        pin = "a" * 64
+        endpoint = self.parse(
+            f"twistls:host=localhost:port=443:caFile={_esc(self.p.cafile)}:caPath={_esc(self.p.dir)}"
+            f":clientCertificate={_esc(self.p.client.cert)}:clientPrivateKey={_esc(self.p.client.key)}"
+            f":timeout=7:bindAddress=127.0.0.1:handshakeTimeout=2.5:pins={pin},sha256/{'A' * 43}="
+            ":legacyCommonName=yes"
+        )
+        cf = endpoint.context_factory
+        self.assertEqual(cf.handshake_timeout, 2.5)
+        self.assertTrue(cf.allow_common_name)
+        self.assertEqual(len(cf.pins), 2)
+        self.assertEqual(endpoint.wrapped_endpoint._timeout, 7)
+        self.assertEqual(endpoint.wrapped_endpoint._bindAddress, ("127.0.0.1", 0))
+
+    def test_handshake_timeout_none(self) -> None:
+        """handshakeTimeout=none turns the handshake timeout off."""
+        endpoint = self.parse(f"twistls:localhost:443:caFile={_esc(self.p.cafile)}:handshakeTimeout=none")
+        self.assertIsNone(endpoint.context_factory.handshake_timeout)
+
+    def test_insecure_skip_verify_is_explicit(self) -> None:
+        """insecureSkipVerify=yes is the only way to turn verification off."""
+        endpoint = self.parse("twistls:localhost:443:insecureSkipVerify=yes")
+        self.assertTrue(endpoint.context_factory.insecure_skip_verify)
+
+    def test_endpoint_key_tunnels_and_connects_through_it(self) -> None:
+        """endpoint= dials another endpoint; connect() wraps the factory with TLS."""
+        endpoint = self.parse(
+            f"twistls:host=db.example:port=443:caFile={_esc(self.p.cafile)}:endpoint=tcp\\:10.0.0.5\\:5432"
+        )
+        self.assertIsInstance(endpoint.wrapped_endpoint, TCP4ClientEndpoint)
+        d = endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+        self.assertNoResult(d)
+        host, port, factory, _timeout, _bind = self.reactor.tcpClients[0]
+        self.assertEqual((host, port), ("10.0.0.5", 5432))
+        tls = factory._wrappedFactory  # TCP4ClientEndpoint's own wrapper around ours
+        self.assertIsInstance(tls, TLSWrappingFactory)
+        self.assertEqual(tls.context_factory.hostname, "db.example")
+
+    def test_cancel_before_connected(self) -> None:
+        """Cancelling connect() before TCP connects cancels the TCP attempt (ConnectingCancelledError)."""
+        endpoint = self.parse(f"twistls:host=localhost:port=443:caFile={_esc(self.p.cafile)}:endpoint=tcp\\:127.0.0.1\\:1")
+        d = endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+        d.cancel()
+        self.failureResultOf(d, ConnectingCancelledError)
+
+    def test_bad_strings_raise_configuration_error(self) -> None:
+        """Unknown keys, missing files and bad values raise ConfigurationError naming them."""
+        ca = _esc(self.p.cafile)
+        cases = {
+            f"twistls:host=localhost:port=443:caFile={ca}:bogus=1": "bogus",
+            "twistls:host=localhost:port=443:caFile=/no/such/ca.pem": "caFile",
+            f"twistls:host=localhost:port=443:caPath=/no/such/dir": "caPath",
+            f"twistls:port=443:caFile={ca}": "host",
+            f"twistls:host=localhost:caFile={ca}": "port",
+            f"twistls:host=localhost:port=http:caFile={ca}": "port",
+            f"twistls:host=localhost:port=70000:caFile={ca}": "port",
+            f"twistls:host=localhost:port=443:caFile={ca}:legacyCommonName=maybe": "legacyCommonName",
+            f"twistls:host=localhost:port=443:caFile={ca}:timeout=-1": "timeout",
+            f"twistls:host=localhost:port=443:caFile={ca}:handshakeTimeout=soon": "handshakeTimeout",
+            f"twistls:host=localhost:port=443:caFile={ca}:pins=abc": "pin",
+            f"twistls:host=localhost:port=443:caFile={ca}:clientPrivateKey={_esc(self.p.client.key)}": "clientPrivateKey",
+            f"twistls:host=localhost:port=443:caFile={ca}:clientCertificate={_esc(self.p.client.cert)}"
+            f":clientPrivateKey={_esc(self.p.server.key)}": "does not match",
+            f"twistls:localhost:443:extra:caFile={ca}": "positional",
+            f"twistls:host=localhost:port=443:caFile={ca}:endpoint=nope\\:1": "endpoint",
+        }
+        for text, needle in cases.items():
+            with self.assertRaises(ConfigurationError, msg=text) as caught:
+                clientFromString(self.reactor, text)
+            self.assertIn(needle, str(caught.exception), text)
+            self.assertNotIn("\n", str(caught.exception))
+
+
+class ServerStringTests(SynchronousTestCase):
+    """``serverFromString(reactor, "twistls:...")``."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactor()
+        self.p = pki()
+
+    def parse(self, text: str) -> TLSServerEndpoint:
+        endpoint = serverFromString(self.reactor, text)
+        self.assertIsInstance(endpoint, TLSServerEndpoint)
+        self.assertTrue(IStreamServerEndpoint.providedBy(endpoint))
+        return endpoint
+
+    def test_minimal_string_listens_with_tls(self) -> None:
+        """PORT and certificate= are enough; listen() wraps the factory with TLS."""
+        endpoint = self.parse(f"twistls:8443:certificate={_esc(self.p.server.chain)}")
+        self.assertIsInstance(endpoint.wrapped_endpoint, TCP4ServerEndpoint)
+        self.assertFalse(endpoint.context_factory.verifies_clients)
+        self.assertEqual(endpoint.context_factory.handshake_timeout, 30.0)
+        endpoint.listen(protocol.Factory.forProtocol(protocol.Protocol))
+        port, factory, backlog, interface = self.reactor.tcpServers[0]
+        self.assertEqual((port, backlog, interface), (8443, 50, ""))
+        self.assertIsInstance(factory, TLSWrappingFactory)
+        self.assertIs(factory.context_factory, endpoint.context_factory)
+
+    def test_every_option(self) -> None:
+        """privateKey, caFile, requireClientCertificate, interface, backlog, handshakeTimeout."""
+        endpoint = self.parse(
+            f"twistls:port=0:certificate={_esc(self.p.server.cert)}:privateKey={_esc(self.p.server.key)}"
+            f":caFile={_esc(self.p.cafile)}:requireClientCertificate=no:interface=127.0.0.1"
+            ":backlog=7:handshakeTimeout=4"
+        )
+        self.assertTrue(endpoint.context_factory.verifies_clients)
+        self.assertEqual(endpoint.context_factory.handshake_timeout, 4.0)
+        endpoint.listen(protocol.Factory.forProtocol(protocol.Protocol))
+        port, _factory, backlog, interface = self.reactor.tcpServers[0]
+        self.assertEqual((port, backlog, interface), (0, 7, "127.0.0.1"))
+
+    def test_ipv6_interface(self) -> None:
+        """An escaped IPv6 interface gives an IPv6 listening endpoint."""
+        endpoint = self.parse(f"twistls:0:certificate={_esc(self.p.server.chain)}:interface=\\:\\:1")
+        self.assertIsInstance(endpoint.wrapped_endpoint, TCP6ServerEndpoint)
+
+    def test_bad_strings_raise_configuration_error(self) -> None:
+        """Unknown keys, missing files, mismatched keys raise ConfigurationError naming them."""
+        cert = _esc(self.p.server.cert)
+        cases = {
+            f"twistls:0:certificate={cert}:privateKey={_esc(self.p.server.key)}:bogus=1": "bogus",
+            "twistls:0:certificate=/no/such/cert.pem": "certificate",
+            f"twistls:0:certificate={cert}:privateKey=/no/such/key.pem": "privateKey",
+            f"twistls:0:certificate={cert}:privateKey={_esc(self.p.client.key)}": "key",
+            f"twistls:0:privateKey={_esc(self.p.server.key)}": "certificate=",
+            f"twistls:certificate={_esc(self.p.server.chain)}": "port",
+            f"twistls:https:certificate={_esc(self.p.server.chain)}": "port",
+            f"twistls:0:certificate={_esc(self.p.server.chain)}:backlog=0": "backlog",
+            f"twistls:0:certificate={_esc(self.p.server.chain)}:requireClientCertificate=yes": "caFile",
+            f"twistls:0:certificate={_esc(self.p.server.chain)}:caFile=/no/ca.pem": "caFile",
+            f"twistls:0:certificate={_esc(self.p.server.chain)}:caFile={_esc(self.p.cafile)}"
+            ":requireClientCertificate=perhaps": "requireClientCertificate",
+        }
+        for text, needle in cases.items():
+            with self.assertRaises(ConfigurationError, msg=text) as caught:
+                serverFromString(self.reactor, text)
+            self.assertIn(needle, str(caught.exception), text)
+
+    def test_wrappers_refuse_foreign_factories(self) -> None:
+        """wrap_client_tls/wrap_server_tls need twistls factories and a hostname."""
+        p = self.p
+        tcp = TCP4ClientEndpoint(self.reactor, "127.0.0.1", 1)
+        with self.assertRaises(ConfigurationError):
+            wrap_client_tls("localhost", object(), tcp)  # type: ignore[arg-type]
+        with self.assertRaises(ConfigurationError):
+            wrap_client_tls("", ClientContextFactory(cafile=p.cafile), tcp)
+        with self.assertRaises(ConfigurationError):
+            wrap_server_tls(ClientContextFactory(cafile=p.cafile), TCP4ServerEndpoint(self.reactor, 0))  # type: ignore[arg-type]
+
+
+class PluginTests(SynchronousTestCase):
+    """The drop-ins in ``twisted/plugins``."""
+
+    def test_parsers_are_discovered(self) -> None:
+        """getPlugins finds the twistls client and server parsers."""
+        clients = [p for p in getPlugins(IStreamClientEndpointStringParserWithReactor) if p.prefix == "twistls"]
+        servers = [p for p in getPlugins(IStreamServerEndpointStringParser) if p.prefix == "twistls"]
+        self.assertEqual(len(clients), 1)
+        self.assertEqual(len(servers), 1)
+        self.assertIsInstance(clients[0], _ClientParser)
+        self.assertIsInstance(servers[0], _ServerParser)
+        self.assertTrue(IPlugin.providedBy(clients[0]))
+
+    def test_service_maker_is_discovered(self) -> None:
+        """getPlugins finds the ``twistd twistls`` service maker, naming twistls.tap."""
+        makers = [m for m in getPlugins(IServiceMaker) if m.tapname == "twistls"]
+        self.assertEqual(len(makers), 1)
+        self.assertEqual(makers[0].module, "twistls.tap")
+
+    def test_plugin_files_are_declarations(self) -> None:
+        """The drop-ins hold no logic, import no M2Crypto, and have no __init__.py beside them."""
+        self.assertFalse(os.path.exists(os.path.join(PLUGINS, "__init__.py")))
+        self.assertFalse(os.path.exists(os.path.join(os.path.dirname(PLUGINS), "__init__.py")))
+        for name in ("twistls_endpoints.py", "twistls_service.py"):
+            with open(os.path.join(PLUGINS, name), encoding="utf-8") as f:
+                text = f.read()
+            self.assertNotIn("import M2Crypto", text)
+            self.assertNotIn("from M2Crypto", text)
+            self.assertNotIn("def ", text)
+            self.assertNotIn("class ", text)
+
+
+    def test_loading_plugins_does_not_load_m2crypto(self) -> None:
+        """Discovering every plugin (as ``twistd --help`` does) does not import M2Crypto."""
+        import subprocess
+        import sys
+
+        code = (
+            "import sys; from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin)); "
+            "print('M2Crypto' in sys.modules)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=os.path.dirname(HERE)
+        )
+        self.assertEqual(out.stdout.strip(), "False", out.stderr)
+
+
+class _Echo(protocol.Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class _Recorder(protocol.Protocol):
+    def connectionMade(self) -> None:
+        self.factory.instances.append(self)
+        self.chunks: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+
+class _Client(protocol.Protocol):
+    def __init__(self) -> None:
+        self.received: defer.Deferred[bytes] = defer.Deferred()
+        self.lost: defer.Deferred[object] = defer.Deferred()
+        self.buffer = b""
+        self.expect = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= self.expect and not self.received.called:
+            self.received.callback(self.buffer)
+
+    def connectionLost(self, reason: object) -> None:
+        self.lost.callback([reason])
+
+
+class LoopbackTests(TestCase):
+    """String-built endpoints over real 127.0.0.1 sockets."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def listen(self, extra: str = "", proto: type[protocol.Protocol] = _Echo):  # type: ignore[no-untyped-def]
+        p = pki()
+        factory = protocol.Factory.forProtocol(proto)
+        factory.instances = []  # type: ignore[attr-defined]
+        endpoint = serverFromString(
+            reactor,
+            f"twistls:0:certificate={_esc(p.server.cert)}:privateKey={_esc(p.server.key)}:interface=127.0.0.1{extra}",
+        )
+        port = yield endpoint.listen(factory)
+        self.addCleanup(port.stopListening)
+        return port.getHost().port, factory
+
+    @defer.inlineCallbacks
+    def test_echo_through_strings(self) -> None:
+        """connect() fires after a verified handshake; data round-trips; close is clean."""
+        p = pki()
+        port, _ = yield self.listen()
+        endpoint = clientFromString(reactor, f"twistls:host=localhost:port={port}:caFile={_esc(p.cafile)}")
+        client = yield endpoint.connect(protocol.Factory.forProtocol(_Client))
+        info = client.transport.connection_info()
+        self.assertIsNotNone(info)
+        self.assertTrue(info.verified)
+        client.expect = 5
+        client.transport.write(b"hello")
+        data = yield client.received
+        self.assertEqual(data, b"hello")
+        client.transport.loseConnection()
+        yield client.lost
+
+    @defer.inlineCallbacks
+    def test_wrong_hostname_fails_connect(self) -> None:
+        """connect() fails with HostnameMismatchError naming the expected host; the server gets no byte."""
+        p = pki()
+        port, factory = yield self.listen(proto=_Recorder)
+        endpoint = clientFromString(
+            reactor, f"twistls:host=wrong.example:port={port}:caFile={_esc(p.cafile)}:endpoint=tcp\\:127.0.0.1\\:{port}"
+        )
+
+        class Eager(_Client):
+            def connectionMade(self) -> None:
+                self.transport.write(b"SECRET")
+
+        failure = yield self.assertFailure(
+            endpoint.connect(protocol.Factory.forProtocol(Eager)), HostnameMismatchError
+        )
+        self.assertEqual(failure.hostname, "wrong.example")
+        self.assertIn("DNS:localhost", str(failure))
+        for server in factory.instances:
+            self.assertEqual(b"".join(server.chunks), b"")
+
+    @defer.inlineCallbacks
+    def test_untrusted_ca_fails_connect(self) -> None:
+        """connect() fails with UntrustedCertificateError against a CA the client does not trust."""
+        p = pki()
+        port, _ = yield self.listen()
+        endpoint = clientFromString(reactor, f"twistls:host=localhost:port={port}:caFile={_esc(p.other_cafile)}")
+        yield self.assertFailure(endpoint.connect(protocol.Factory.forProtocol(_Client)), UntrustedCertificateError)
+
+    @defer.inlineCallbacks
+    def test_client_certificate_from_strings(self) -> None:
+        """A server string with caFile= accepts a client string with clientCertificate=."""
+        p = pki()
+        port, _ = yield self.listen(f":caFile={_esc(p.cafile)}")
+        endpoint = clientFromString(
+            reactor,
+            f"twistls:host=127.0.0.1:port={port}:caFile={_esc(p.cafile)}"
+            f":clientCertificate={_esc(p.client.cert)}:clientPrivateKey={_esc(p.client.key)}",
+        )
+        client = yield endpoint.connect(protocol.Factory.forProtocol(_Client))
+        client.expect = 2
+        client.transport.write(b"ok")
+        self.assertEqual((yield client.received), b"ok")
+        client.transport.loseConnection()
+        yield client.lost
+
+    @defer.inlineCallbacks
+    def test_python_api_wrappers(self) -> None:
+        """wrap_server_tls + wrap_client_tls over plain TCP endpoints verify the given name."""
+        p = pki()
+        server = wrap_server_tls(
+            ServerContextFactory(p.server.cert, p.server.key), TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        )
+        listening = yield server.listen(protocol.Factory.forProtocol(_Echo))
+        self.addCleanup(listening.stopListening)
+        port = listening.getHost().port
+        policy = ClientContextFactory(cafile=p.cafile)
+        good = wrap_client_tls("example.com", policy, TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+        client = yield good.connect(protocol.Factory.forProtocol(_Client))
+        self.assertEqual(client.transport.connection_info().server_name, "example.com")
+        client.transport.loseConnection()
+        yield client.lost
+        bad = wrap_client_tls("other.example", policy, TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+        yield self.assertFailure(bad.connect(protocol.Factory.forProtocol(_Client)), HostnameMismatchError)
