@@ -46,7 +46,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from twistls._engine import (
     CloseNotifyReceived,
@@ -62,6 +62,7 @@ from twistls.errors import (
     ConnectionTruncatedError,
     EngineStateError,
     HandshakeTimeoutError,
+    IdleTimeoutError,
     TLSError,
 )
 
@@ -111,7 +112,30 @@ class _ProducerGate:
         self.producer.stopProducing()
 
 
-@implementer(ISSLTransport, ITLSTransport, INegotiated, IPushProducer)
+@implementer(IPushProducer)
+class _ReadThrottle:
+    """Registered with the transport while the wrapped protocol has no
+    producer of its own: when the transport's send buffer fills (a peer that
+    sends but does not read, or a protocol writing faster than the peer
+    reads), reading stops until the buffer drains, so buffers stay bounded."""
+
+    def __init__(self, wrapper: TLSProtocolWrapper) -> None:
+        self.wrapper = wrapper
+
+    def pauseProducing(self) -> None:
+        self.wrapper._hold_reading("send-buffer")
+
+    def resumeProducing(self) -> None:
+        self.wrapper._release_reading("send-buffer")
+
+    def stopProducing(self) -> None:
+        self.wrapper._release_reading("send-buffer")
+
+
+# ISSLTransport (and INegotiated, which extends it) is provided per connection from the
+# moment TLS starts, as Twisted's own startTLS does: ESMTPClient and others treat an
+# ISSLTransport as already secure and would skip STARTTLS.
+@implementer(ITLSTransport, IPushProducer)
 class TLSProtocolWrapper(ProtocolWrapper):
     """One connection's TLS layer; the wrapped protocol's transport.
 
@@ -137,6 +161,10 @@ class TLSProtocolWrapper(ProtocolWrapper):
         self._timeout_call: Any = None
         self._close_call: Any = None
         self._gate: _ProducerGate | None = None
+        self._throttle: _ReadThrottle | None = None
+        self._read_holds: set[str] = set()
+        self._idle_call: Any = None
+        self._last_activity = 0.0
         self._shutdown_pending = False
         self._lost = False
         self._truncated = False
@@ -145,6 +173,10 @@ class TLSProtocolWrapper(ProtocolWrapper):
     # -- connection set-up ---------------------------------------------------------
 
     def connectionMade(self) -> None:
+        if not getattr(self.factory.context_factory, "client", False):
+            # Servers stop reading from a peer that does not read what they
+            # send.  Clients do not: two sides that both did could deadlock.
+            self._attach_throttle()
         if not self.factory.start_tls:
             context_factory = self.factory.context_factory
             try:
@@ -182,8 +214,16 @@ class TLSProtocolWrapper(ProtocolWrapper):
                 "twistls needs a twistls.ClientContextFactory or ServerContextFactory, not "
                 f"{type(context_factory).__name__}"
             )
-        engine = create()
+        if getattr(context_factory, "session_cache_size", 0) and getattr(context_factory, "client", False):
+            engine = create(peer_address=_peer_address(self.transport))  # the session cache key
+        else:
+            engine = create()
+        if not engine.client and not getattr(context_factory, "alpn_protocols", ()):
+            offered = self.factory.acceptableProtocols()
+            if offered:
+                engine.set_alpn_protocols(offered)
         self._engine = engine
+        alsoProvides(self, ISSLTransport, INegotiated)
         timeout = getattr(context_factory, "handshake_timeout", None)
         if timeout:
             self._timeout_call = self._clock.callLater(timeout, self._handshake_timed_out, timeout)
@@ -207,6 +247,8 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if not self._handshake_done:
             engine.send_plaintext(data)
             return
+        if self._idle_call is not None:
+            self._last_activity = self._clock.seconds()
         self._write_buffer.append(data)
         self._buffered += len(data)
         if self._buffered >= _AGGREGATE_LIMIT or self._gate is not None:
@@ -263,6 +305,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
         self._close_transport()
 
     def _close_transport(self) -> None:
+        self._detach_throttle()
         self.transport.loseConnection()
         timeout = self.factory.close_timeout
         if timeout is not None and self._close_call is None and not self._lost:
@@ -286,6 +329,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
             producer.stopProducing()
             return
         gate = _ProducerGate(producer, streaming)
+        self._detach_throttle()
         self._gate = gate
         self._flush_writes()
         self.transport.registerProducer(gate, True if streaming else False)
@@ -299,16 +343,45 @@ class TLSProtocolWrapper(ProtocolWrapper):
         self._flush_writes()
         if not self._lost:
             self.transport.unregisterProducer()
+            if not self.disconnecting and not getattr(self.factory.context_factory, "client", False):
+                self._attach_throttle()
         if self._shutdown_pending and self.disconnecting:
             self._shutdown_pending = False
             self._begin_shutdown()
 
     # IPushProducer for the wrapped protocol: pausing stops reading the socket.
     def pauseProducing(self) -> None:
-        self.transport.pauseProducing()
+        self._hold_reading("protocol")
 
     def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
+        self._release_reading("protocol")
+
+    def _hold_reading(self, who: str) -> None:
+        if not self._read_holds and not self._lost:
+            self.transport.pauseProducing()
+        self._read_holds.add(who)
+
+    def _release_reading(self, who: str) -> None:
+        if who in self._read_holds:
+            self._read_holds.discard(who)
+            if not self._read_holds and not self._lost:
+                self.transport.resumeProducing()
+
+    def _attach_throttle(self) -> None:
+        if self._throttle is None and self._gate is None and not self._lost:
+            throttle = _ReadThrottle(self)
+            try:
+                self.transport.registerProducer(throttle, True)
+            except RuntimeError:  # the transport already has a producer
+                return
+            self._throttle = throttle
+
+    def _detach_throttle(self) -> None:
+        if self._throttle is not None:
+            self._throttle = None
+            self._release_reading("send-buffer")
+            if not self._lost:
+                self.transport.unregisterProducer()
 
     def stopProducing(self) -> None:
         self.transport.stopProducing()
@@ -364,6 +437,8 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if engine is None:
             self.wrappedProtocol.dataReceived(data)
             return
+        if self._idle_call is not None:
+            self._last_activity = self._clock.seconds()
         events = engine.receive_bytes(data)
         out = engine.bytes_to_send()
         if out:
@@ -389,6 +464,10 @@ class TLSProtocolWrapper(ProtocolWrapper):
     def _on_handshake(self) -> None:
         self._handshake_done = True
         self._cancel_timeout()
+        idle = self.factory.idle_timeout
+        if idle is not None:
+            self._last_activity = self._clock.seconds()
+            self._idle_call = self._clock.callLater(idle, self._idle_check)
         info = self.connection_info()
         waiters, self._handshake_waiters = self._handshake_waiters, []
         if IHandshakeListener.providedBy(self.wrappedProtocol):
@@ -422,6 +501,33 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if not self._lost:
             self._close_transport()
 
+    def _idle_check(self) -> None:
+        self._idle_call = None
+        if self._lost or self.disconnecting:
+            return
+        timeout = self.factory.idle_timeout
+        if timeout is None:
+            return
+        left = self._last_activity + timeout - self._clock.seconds()
+        if left > 0:
+            self._idle_call = self._clock.callLater(left, self._idle_check)
+            return
+        error = IdleTimeoutError(f"no data in either direction for {timeout:g} seconds")
+        if self._reason is None:
+            self._reason = Failure(error)
+            log.info("TLS connection {peer} closed: {reason}", peer=_describe_peer(self.transport), reason=str(error))
+        self.disconnecting = True
+        if self._gate is not None:
+            gate, self._gate = self._gate, None
+            gate.stopProducing()
+            self.transport.unregisterProducer()
+        engine = self._engine
+        if engine is not None and not engine.failed:
+            self._flush_writes()
+            engine.close()
+            self._send_engine_output()
+        self._close_transport()
+
     def _handshake_timed_out(self, timeout: float) -> None:
         self._timeout_call = None
         if self._handshake_done or self._lost:
@@ -444,7 +550,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
             return
         self._lost = True
         self._cancel_timeout()
-        for attr in ("_flush_call", "_close_call"):
+        for attr in ("_flush_call", "_close_call", "_idle_call"):
             call = getattr(self, attr)
             setattr(self, attr, None)
             if call is not None and call.active():
@@ -482,6 +588,16 @@ class TLSProtocolWrapper(ProtocolWrapper):
         return reason
 
 
+def _peer_address(transport: Any) -> tuple[str, int] | None:
+    """The (host, port) of the peer, if the transport is an IP connection."""
+    try:
+        peer = transport.getPeer()
+    except Exception:
+        return None
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    return (host, port) if isinstance(host, str) and isinstance(port, int) else None
+
+
 def _describe_peer(transport: Any) -> str:
     try:
         peer = transport.getPeer()
@@ -508,6 +624,11 @@ class TLSWrappingFactory(WrappingFactory):
             own messages).
         close_timeout: seconds ``loseConnection`` waits for the transport to
             flush before aborting it (``None``: forever).
+        idle_timeout: seconds an established connection may carry no data
+            in either direction before it is closed (close_notify, then the
+            transport; the wrapped protocol sees
+            :class:`~twistls.errors.IdleTimeoutError`).  ``None`` (the
+            default): never.
         clock: the reactor for timers (default: the global reactor).
 
     Raises:
@@ -526,9 +647,13 @@ class TLSWrappingFactory(WrappingFactory):
         start_tls: bool = False,
         allow_truncation: bool = False,
         close_timeout: float | None = 5.0,
+        idle_timeout: float | None = None,
         clock: IReactorTime | None = None,
     ) -> None:
         super().__init__(wrappedFactory)
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ConfigurationError(f"idle_timeout must be > 0 seconds or None, not {idle_timeout!r}")
+        self.idle_timeout = idle_timeout
         if context_factory is None and not start_tls:
             raise ConfigurationError("TLSWrappingFactory needs a context_factory unless start_tls=True")
         if context_factory is not None and not callable(getattr(context_factory, "create_engine", None)):
