@@ -1,0 +1,562 @@
+"""twistls against its peers, on loopback, in one run: ``python bench/run.py [--quick]``.
+
+See bench/README.md for what is measured and how.  Servers and clients run in
+separate processes pinned to different cores; each figure is the median of
+``--runs`` runs, the stacks interleaved within each run so that ratios taken
+in the same run stay comparable on a busy machine.  Results go to
+``bench/results/<time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import _certs  # noqa: E402
+
+PY = sys.executable
+WORKER = os.path.join(HERE, "_worker.py")
+SUITE = "TLS_AES_128_GCM_SHA256"
+CIPHER = "aes-128-gcm"
+TICK = os.sysconf("SC_CLK_TCK")
+SERVER_CPU, CLIENT_CPU = 0, 1
+
+OPENSSL_CNF = f"""openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+Ciphersuites = {SUITE}
+"""
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------------------------
+
+
+def proc_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def proc_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Env:
+    def __init__(self, certs: str, cnf: str) -> None:
+        self.certs = certs
+        self.cnf = cnf
+        self.procs: list[subprocess.Popen] = []
+
+    def env_for(self, stack: str) -> dict:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        if stack in ("asyncio", "uvloop"):
+            env["OPENSSL_CONF"] = self.cnf  # Python's ssl has no TLS 1.3 suite setter
+        return env
+
+    def spawn(self, argv: list[str], stack: str, **kw) -> subprocess.Popen:
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True, env=self.env_for(stack), **kw)
+        self.procs.append(p)
+        return p
+
+    def kill(self, p: subprocess.Popen) -> None:
+        if p.poll() is None:
+            p.kill()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for f in (p.stdout, p.stdin):
+            try:
+                if f:
+                    f.close()
+            except OSError:
+                pass
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def kill_all(self) -> None:
+        for p in list(self.procs):
+            self.kill(p)
+
+    def server(self, stack: str, test: str, key: str, extra: list[str]) -> tuple[subprocess.Popen, int]:
+        if stack == "s_server":
+            port = free_port()
+            ca, cert, keyfile = _certs.paths(self.certs, key)
+            argv = ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", cert, "-key", keyfile,
+                    "-ciphersuites", SUITE, "-rev", "-quiet"]
+            p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            self.procs.append(p)
+            os.sched_setaffinity(p.pid, {SERVER_CPU})
+            wait_port(port, 10)
+            return p, port
+        argv = [PY, WORKER, "server", stack, test, "--certs", self.certs, "--key", key, "--cpu", str(SERVER_CPU), *extra]
+        p = self.spawn(argv, stack)
+        line = read_line(p, 30)
+        if not line:
+            self.kill(p)
+            raise RuntimeError(f"{stack} server did not start")
+        return p, json.loads(line)["port"]
+
+    def client(self, stack: str, test: str, key: str, port: int, extra: list[str]) -> subprocess.Popen:
+        argv = [PY, WORKER, "client", stack, test, "--certs", self.certs, "--key", key, "--port", str(port),
+                "--cpu", str(CLIENT_CPU), *extra]
+        return self.spawn(argv, stack)
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port: int, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def read_line(p: subprocess.Popen, timeout: float) -> str | None:
+    import select
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r, _, _ = select.select([p.stdout], [], [], max(0.0, min(1.0, end - time.monotonic())))
+        if r:
+            line = p.stdout.readline()
+            return line.strip() or None
+        if p.poll() is not None:
+            return None
+    return None
+
+
+def run_pair(env: Env, stack: str, test: str, key: str, server_extra: list[str], client_extra: list[str],
+             timeout: float) -> dict:
+    """One server + one client; returns the client's result plus the server's CPU/RSS deltas."""
+    server_stack = "s_server" if stack == "s_server" else stack
+    client_stack = "twistls" if stack == "s_server" else stack
+    server, port = env.server(server_stack, test, key, server_extra)
+    try:
+        time.sleep(0.1)
+        cpu0, rss0 = proc_cpu(server.pid), proc_rss_kib(server.pid)
+        client = env.client(client_stack, test, key, port, client_extra + ["--timeout", str(timeout)])
+        try:
+            line = read_line(client, timeout + 20)
+            if line is None:
+                return {"error": "client printed nothing (crashed or timed out)"}
+            result = json.loads(line)
+            if "holding" in result:  # memory test: sample while the connections are idle
+                time.sleep(0.5)
+                rss1 = proc_rss_kib(server.pid)
+                held = result["holding"]
+                client.stdin.write("go\n")
+                client.stdin.flush()
+                line = read_line(client, 30)
+                result = json.loads(line) if line else {}
+                result["holding"] = held
+                result["server_rss_delta_kib"] = rss1 - rss0
+                result["kib_per_conn"] = (rss1 - rss0) / held if held else None
+            result["server_cpu"] = proc_cpu(server.pid) - cpu0
+            return result
+        finally:
+            env.kill(client)
+    finally:
+        env.kill(server)
+
+
+# ---------------------------------------------------------------------------------------------
+# the workloads
+# ---------------------------------------------------------------------------------------------
+
+
+def median(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def bench_bulk(env: Env, stacks: list[str], runs: int, size: int, raw: dict) -> dict:
+    out: dict = {}
+    for r in range(runs):
+        for stack in stacks:
+            res = run_pair(env, stack, "bulk", "rsa", ["--size", str(size)], ["--size", str(size)], 300)
+            raw.setdefault("bulk", []).append({"run": r, **res})
+            if "error" in res:
+                log(f"  bulk {stack}: ERROR {res['error']}")
+                continue
+            gb = res["bytes"] / 1e9
+            row = out.setdefault(stack, {"mbps": [], "server_s_per_gb": [], "client_s_per_gb": [], "cipher": res.get("cipher")})
+            row["mbps"].append(res["bytes"] / 1e6 / res["seconds"])
+            row["server_s_per_gb"].append(res["server_cpu"] / gb)
+            row["client_s_per_gb"].append(res["client_cpu"] / gb)
+            log(f"  bulk {stack} run {r}: {row['mbps'][-1]:.0f} MB/s, server {row['server_s_per_gb'][-1]:.2f} s/GB, "
+                f"client {row['client_s_per_gb'][-1]:.2f} s/GB ({res.get('cipher')})")
+    return {s: {k: (median(v) if isinstance(v, list) else v) for k, v in row.items()} for s, row in out.items()}
+
+
+def bench_handshakes(env: Env, stacks: list[str], runs: int, duration: float, raw: dict) -> dict:
+    out: dict = {}
+    for key in ("rsa", "ecdsa"):
+        for inflight in (1, 32):
+            for r in range(runs):
+                for stack in stacks + (["s_server"] if inflight == 1 else []):
+                    extra = ["--inflight", str(inflight), "--duration", str(duration), "--count", "100000"]
+                    res = run_pair(env, stack, "hs", key, [], extra, duration + 60)
+                    raw.setdefault("handshake", []).append({"run": r, "key": key, "inflight": inflight, "stack": stack, **res})
+                    if "error" in res or not res.get("handshakes"):
+                        log(f"  hs {key} x{inflight} {stack}: ERROR {res.get('error') or res.get('error_samples')}")
+                        continue
+                    row = out.setdefault(f"{key}/{inflight}", {}).setdefault(stack, {"rate": [], "server_ms": [], "reused": 0})
+                    row["rate"].append(res["rate"])
+                    row["server_ms"].append(1000 * res["server_cpu"] / res["handshakes"])
+                    row["reused"] += res.get("reused", 0)
+                    log(f"  hs {key} x{inflight} {stack} run {r}: {res['rate']:.0f}/s, server {row['server_ms'][-1]:.2f} ms/hs"
+                        + (f", {res['errors']} errors" if res.get("errors") else ""))
+    return {
+        mode: {s: {"rate": median(v["rate"]), "server_ms": median(v["server_ms"]), "reused": v["reused"]} for s, v in rows.items()}
+        for mode, rows in out.items()
+    }
+
+
+def bench_memory(env: Env, stacks: list[str], runs: int, count: int, raw: dict) -> dict:
+    out: dict = {}
+    for r in range(runs):
+        for stack in stacks:
+            extra = ["--inflight", "32", "--count", str(count)]
+            res = run_pair(env, stack, "mem", "rsa", [], extra, 120)
+            raw.setdefault("memory", []).append({"run": r, "stack": stack, **res})
+            if res.get("kib_per_conn") is None:
+                log(f"  mem {stack}: ERROR {res.get('error') or res}")
+                continue
+            out.setdefault(stack, []).append(res["kib_per_conn"])
+            log(f"  mem {stack} run {r}: {res['holding']} idle connections, {res['kib_per_conn']:.1f} KiB each")
+    return {s: {"kib_per_conn": median(v)} for s, v in out.items()}
+
+
+def bench_small(env: Env, stacks: list[str], runs: int, raw: dict) -> dict:
+    out: dict = {}
+    for r in range(runs):
+        for stack in stacks:
+            res = run_pair(env, stack, "small", "rsa", [], [], 60)
+            raw.setdefault("small", []).append({"run": r, "stack": stack, **res})
+            if "error" in res or "one_write" not in res:
+                log(f"  small {stack}: ERROR {res.get('error')}")
+                continue
+            sw, ow = res["small_writes"], res["one_write"]
+            row = out.setdefault(stack, {"wire_ratio": [], "small_cpu_ms": [], "one_cpu_ms": [], "loop_cpu_ms": []})
+            row["wire_ratio"].append(sw["wire_bytes"] / sw["payload"])
+            row["small_cpu_ms"].append(1000 * sw["client_cpu"])
+            row["one_cpu_ms"].append(1000 * ow["client_cpu"])
+            row["loop_cpu_ms"].append(1000 * res["loop_only"]["client_cpu"])
+            log(f"  small {stack} run {r}: wire {row['wire_ratio'][-1]:.3f}x payload, 100k writes {row['small_cpu_ms'][-1]:.1f} ms CPU, "
+                f"one write {row['one_cpu_ms'][-1]:.1f} ms, bare loop {row['loop_cpu_ms'][-1]:.1f} ms")
+    return {s: {k: median(v) for k, v in row.items()} for s, row in out.items()}
+
+
+def bench_startup(runs: int) -> dict:
+    out: dict = {}
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT
+    twistd = os.path.join(os.path.dirname(PY), "twistd")
+    cases = {
+        "python -m twistls --help": [PY, "-m", "twistls", "--help"],
+        "twistd twistls --help": [twistd if os.path.exists(twistd) else "twistd", "twistls", "--help"],
+    }
+    for name, argv in cases.items():
+        times = []
+        note = None
+        for _ in range(max(3, runs)):
+            t = time.perf_counter()
+            p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
+            times.append(time.perf_counter() - t)
+            if p.returncode != 0:
+                note = (p.stderr or p.stdout).strip().splitlines()[-1:] or [f"exit {p.returncode}"]
+                note = f"skipped: exit {p.returncode}: {note[0][:120]}"
+                break
+        out[name] = {"seconds": None if note else median(times), "note": note}
+        log(f"  startup {name}: {note or f'{median(times):.3f} s'}")
+    return out
+
+
+def probe_m2_wrapper(env: Env) -> str:
+    """Try M2Crypto's own TwistedProtocolWrapper once; returns 'runs' or why it does not."""
+    code = r"""
+import sys, traceback
+sys.path.insert(0, %r)
+import _certs
+from M2Crypto import SSL
+from M2Crypto.SSL import TwistedProtocolWrapper as W
+from twisted.internet import reactor, protocol
+ca, cert, key = _certs.paths(%r, "rsa")
+out = {}
+class Echo(protocol.Protocol):
+    def dataReceived(self, d): self.transport.write(d)
+class Cli(protocol.Protocol):
+    def connectionMade(self): self.transport.write(b"ping")
+    def dataReceived(self, d): out["ok"] = d; reactor.stop()
+class CF(protocol.ClientFactory):
+    protocol = Cli
+    def clientConnectionFailed(self, c, r): out["err"] = r.getErrorMessage(); reactor.stop()
+    def clientConnectionLost(self, c, r):
+        out.setdefault("err", "connection lost: " + r.getErrorMessage()); reactor.stop() if reactor.running else None
+class SCtx:
+    def getContext(self):
+        c = SSL.Context("tls"); c.load_cert_chain(cert, key); return c
+class CCtx:
+    def getContext(self):
+        c = SSL.Context("tls"); c.load_verify_locations(ca); c.set_verify(SSL.verify_peer, 9); return c
+try:
+    sf = protocol.Factory.forProtocol(Echo)
+    port = W.listenSSL(0, sf, SCtx(), interface="127.0.0.1")
+    W.connectSSL("127.0.0.1", port.getHost().port, CF(), CCtx())
+    reactor.callLater(5, lambda: (out.setdefault("err", "no echo within 5 s"), reactor.stop()))
+    reactor.run()
+except Exception as e:
+    out["err"] = "".join(traceback.format_exception_only(type(e), e)).strip()
+print("runs" if "ok" in out else "does not run: " + out.get("err", "?"))
+""" % (HERE, env.certs)
+    try:
+        p = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30, env=env.env_for("m2wrapper"))
+    except subprocess.TimeoutExpired:
+        return "does not run: hung for 30 s"
+    lines = [ln for ln in p.stdout.strip().splitlines() if ln]
+    errs = [ln for ln in p.stderr.strip().splitlines() if "Error" in ln or "error" in ln]
+    verdict = lines[-1] if lines else "does not run: " + (errs[-1] if errs else f"exit {p.returncode}")
+    if verdict.startswith("does not run") and errs and errs[-1] not in verdict:
+        verdict += f" ({errs[-1].strip()[:160]})"
+    return verdict
+
+
+def openssl_speed(seconds: int) -> dict:
+    out = {}
+    for cipher in ("aes-128-gcm", "aes-256-gcm"):
+        try:
+            p = subprocess.run(["taskset", "-c", str(CLIENT_CPU), "openssl", "speed", "-seconds", str(seconds), "-evp", cipher],
+                               capture_output=True, text=True, timeout=120)
+            line = [ln for ln in p.stdout.splitlines() if ln.upper().startswith(cipher.upper())][-1]
+            kbs = float(line.split()[-1].rstrip("k"))  # 16384-byte blocks, 1000s of bytes per second
+            out[cipher] = kbs / 1000.0
+        except (IndexError, ValueError, OSError, subprocess.SubprocessError):
+            out[cipher] = None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+# ---------------------------------------------------------------------------------------------
+
+
+def fmt(v, spec=".0f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def ratio(a, b) -> float | None:
+    if a is None or b in (None, 0):
+        return None
+    return a / b
+
+
+def report(results: dict, stacks: list[str]) -> tuple[str, list[dict]]:
+    lines: list[str] = []
+    bulk = results.get("bulk", {})
+    hs = results.get("handshakes", {})
+    mem = results.get("memory", {})
+    small = results.get("small", {})
+    speed = results["openssl_speed"].get(CIPHER)
+    header = ("stack", "bulk MB/s", "srv CPU s/GB", "cli CPU s/GB", "hs/s rsa x1", "hs/s rsa x32", "srv ms/hs rsa",
+              "hs/s ec x1", "hs/s ec x32", "srv ms/hs ec", "KiB/idle conn", "small wire x", "small CPU ms", "1 write ms")
+
+    def row_for(stack: str) -> list[str]:
+        b = bulk.get(stack, {})
+        h = {m: hs.get(m, {}).get(stack, {}) for m in ("rsa/1", "rsa/32", "ecdsa/1", "ecdsa/32")}
+        s = small.get(stack, {})
+        return [
+            stack,
+            fmt(b.get("mbps")), fmt(b.get("server_s_per_gb"), ".2f"), fmt(b.get("client_s_per_gb"), ".2f"),
+            fmt(h["rsa/1"].get("rate")), fmt(h["rsa/32"].get("rate")), fmt(h["rsa/32"].get("server_ms"), ".2f"),
+            fmt(h["ecdsa/1"].get("rate")), fmt(h["ecdsa/32"].get("rate")), fmt(h["ecdsa/32"].get("server_ms"), ".2f"),
+            fmt(mem.get(stack, {}).get("kib_per_conn"), ".1f"),
+            fmt(s.get("wire_ratio"), ".3f"), fmt(s.get("small_cpu_ms"), ".1f"), fmt(s.get("one_cpu_ms"), ".1f"),
+        ]
+
+    rows = [list(header)] + [row_for(s) for s in stacks]
+    if "s_server" in hs.get("rsa/1", {}) or "s_server" in hs.get("ecdsa/1", {}):
+        r1, e1 = hs.get("rsa/1", {}).get("s_server", {}), hs.get("ecdsa/1", {}).get("s_server", {})
+        rows.append(["openssl s_server (x1)", "-", "-", "-", fmt(r1.get("rate")), "-", fmt(r1.get("server_ms"), ".2f"),
+                     fmt(e1.get("rate")), "-", fmt(e1.get("server_ms"), ".2f"), "-", "-", "-", "-"])
+    if speed:
+        rows.append([f"limit: openssl speed {CIPHER}", fmt(speed), fmt(1000 / speed, ".2f"), "", "", "", "", "", "", "", "", "", "", ""])
+    # twistls / peer ratios
+    ratio_rows = []
+    if "twistls" in stacks:
+        t = row_for("twistls")
+        for peer in stacks:
+            if peer == "twistls":
+                continue
+            p = row_for(peer)
+            cells = [f"twistls/{peer}"]
+            for i in range(1, len(header)):
+                try:
+                    a, b = float(t[i]), float(p[i])
+                    cells.append(f"{a / b:.2f}x" if b else "-")
+                except ValueError:
+                    cells.append("-")
+            ratio_rows.append(cells)
+    rows += ratio_rows
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for n, r in enumerate(rows):
+        lines.append("  ".join(c.rjust(widths[i]) if i else c.ljust(widths[i]) for i, c in enumerate(r)))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+
+    # targets
+    targets: list[dict] = []
+
+    def target(name: str, value: float | None, limit: float, cmp: str) -> None:
+        ok = None if value is None else (value >= limit if cmp == ">=" else value <= limit)
+        targets.append({"target": name, "value": value, "limit": f"{cmp} {limit}", "pass": ok})
+
+    tw, pe = bulk.get("twistls", {}), bulk.get("twisted", {})
+    target("bulk throughput vs Twisted TLS", ratio(tw.get("mbps"), pe.get("mbps")), 1.5, ">=")
+    target("server CPU/GB vs Twisted TLS", ratio(tw.get("server_s_per_gb"), pe.get("server_s_per_gb")), 0.6, "<=")
+    for key in ("rsa", "ecdsa"):
+        m = hs.get(f"{key}/32", {})
+        target(f"handshakes/s x32 {key} vs Twisted TLS", ratio(m.get("twistls", {}).get("rate"), m.get("twisted", {}).get("rate")), 1.2, ">=")
+        m1 = hs.get(f"{key}/1", {})
+        target(f"server CPU/handshake {key} vs openssl s_server (x1)",
+               ratio(m1.get("twistls", {}).get("server_ms"), m1.get("s_server", {}).get("server_ms")), 1.1, "<=")
+    target("memory per idle connection vs Twisted TLS",
+           ratio(mem.get("twistls", {}).get("kib_per_conn"), mem.get("twisted", {}).get("kib_per_conn")), 0.5, "<=")
+    st = small.get("twistls", {})
+    target("100k x 16 B writes: wire bytes / payload", st.get("wire_ratio"), 1.1, "<=")
+    target("100k x 16 B writes: CPU / one 1.6 MB write", ratio(st.get("small_cpu_ms"), st.get("one_cpu_ms")), 3.0, "<=")
+    target("100k x 16 B writes, net of the bare loop: CPU / one 1.6 MB write",
+           ratio(None if st.get("small_cpu_ms") is None else st["small_cpu_ms"] - (st.get("loop_cpu_ms") or 0), st.get("one_cpu_ms")),
+           3.0, "<=")
+    for name, v in results.get("startup", {}).items():
+        target(f"startup: {name} (s)", v.get("seconds"), 0.5, "<=")
+    lines.append("")
+    for t in targets:
+        verdict = {True: "PASS", False: "MISS", None: "n/a "}[t["pass"]]
+        lines.append(f"{verdict}  {t['target']}: {fmt(t['value'], '.2f')} (target {t['limit']})")
+    return "\n".join(lines), targets
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small smoke run (1 run, 64 MiB, short handshake runs)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3; 1 with --quick)")
+    parser.add_argument("--only", default="bulk,hs,mem,small,startup", help="comma-separated subset of bulk,hs,mem,small,startup")
+    parser.add_argument("--stacks", default=None, help="comma-separated subset of tcp,twistls,twisted,asyncio,uvloop")
+    args = parser.parse_args()
+    quick = args.quick
+    runs = args.runs or (1 if quick else 3)
+    size = (64 << 20) if quick else (512 << 20)
+    duration = 0.5 if quick else 1.5
+    mem_count = 300 if quick else 1000
+    only = set(args.only.split(","))
+
+    stacks = ["tcp", "twistls", "twisted", "asyncio"]
+    try:
+        import uvloop  # noqa: F401
+
+        stacks.append("uvloop")
+    except ImportError:
+        log("uvloop is not installed: skipping it (pip install uvloop)")
+    if args.stacks:
+        stacks = [s for s in args.stacks.split(",") if s]
+
+    t_start = time.monotonic()
+    tmp = tempfile.mkdtemp(prefix="twistls-bench-")
+    cnf = os.path.join(tmp, "openssl.cnf")
+    with open(cnf, "w") as f:
+        f.write(OPENSSL_CNF)
+    _certs.make(tmp)
+    env = Env(tmp, cnf)
+    results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": quick, "runs": runs,
+                     "stacks": stacks, "ciphersuite": SUITE, "bulk_bytes_each_way": size,
+                     "machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "python": platform.python_version(),
+                                 "platform": platform.platform()}}
+    raw: dict = {}
+    try:
+        log(f"openssl speed -evp {CIPHER} / aes-256-gcm ...")
+        results["openssl_speed"] = openssl_speed(1 if quick else 2)
+        log(f"  {results['openssl_speed']} MB/s (16 KiB blocks, one core)")
+        log("M2Crypto TwistedProtocolWrapper ...")
+        results["m2_wrapper"] = probe_m2_wrapper(env)
+        log(f"  {results['m2_wrapper']}")
+        if "bulk" in only:
+            log(f"bulk: {size >> 20} MiB each way, one connection, {SUITE}")
+            results["bulk"] = bench_bulk(env, stacks, runs, size, raw)
+        if "hs" in only:
+            log(f"full handshakes: {duration} s per run, RSA-2048 and ECDSA P-256, 1 and 32 in flight")
+            results["handshakes"] = bench_handshakes(env, stacks, runs, duration, raw)
+            results["resumed_handshakes"] = "skipped: twistls has no session resumption API yet"
+            log(f"  resumed handshakes: {results['resumed_handshakes']}")
+        if "mem" in only:
+            log(f"memory: {mem_count} idle connections")
+            results["memory"] = bench_memory(env, stacks, runs, mem_count, raw)
+        if "small" in only:
+            log("small writes: 100,000 x 16 B in one reactor turn vs one 1.6 MB write")
+            results["small"] = bench_small(env, stacks, runs, raw)
+        if "startup" in only:
+            log("start-up")
+            results["startup"] = bench_startup(runs)
+    finally:
+        env.kill_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    results["seconds"] = time.monotonic() - t_start
+    table, targets = report(results, stacks)
+    results["targets"] = targets
+    results["raw"] = raw
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    path = os.path.join(HERE, "results", time.strftime("%Y%m%d-%H%M%S") + ("-quick" if quick else "") + ".json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    print()
+    print(f"twistls benchmark ({'quick' if quick else 'full'}, medians of {runs}; TLS 1.3 {SUITE} forced on every stack; "
+          f"load average {results['machine']['loadavg_start'][0]:.1f} at start, {results['machine']['loadavg_end'][0]:.1f} at end)")
+    print(f"M2Crypto TwistedProtocolWrapper: {results['m2_wrapper']}")
+    if isinstance(results.get("resumed_handshakes"), str):
+        print(f"resumed handshakes: {results['resumed_handshakes']}")
+    print(table)
+    print(f"\nresults: {os.path.relpath(path, ROOT)}  ({results['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
