@@ -105,6 +105,7 @@ class ConnectionInfo:
         verified: whether the peer chain was verified and accepted.
         verify_result: OpenSSL's verify result code (0 = OK).
         compression: always ``None`` (twistls never compresses).
+        group: the key-exchange group (``"X25519"``, ``"P-256"``), or ``None``.
     """
 
     version: str | None
@@ -117,6 +118,30 @@ class ConnectionInfo:
     verified: bool
     verify_result: int
     compression: None = None
+    group: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The information as JSON-ready plain data; the peer chain becomes a
+        list of ``{"subject", "issuer", "sha256", "not_valid_before",
+        "not_valid_after", "san"}`` dicts, its own certificate first.
+
+        .. versionadded:: 0.1
+        """
+        from twistls._info import describe_chain
+
+        return {
+            "version": self.version,
+            "cipher": self.cipher,
+            "cipher_bits": self.cipher_bits,
+            "group": self.group,
+            "alpn_protocol": self.alpn_protocol,
+            "server_name": self.server_name,
+            "session_reused": self.session_reused,
+            "verified": self.verified,
+            "verify_result": self.verify_result,
+            "compression": self.compression,
+            "peer_chain": describe_chain(self.peer_chain_der),
+        }
 
 
 Event = Union[HandshakeCompleted, PlaintextReceived, CloseNotifyReceived, Truncated, Failed]
@@ -143,15 +168,20 @@ class ContextHandle:
         self.address = int(ptr)
         self.verifying = False
         self.keepalive: list[object] = []  # objects C callbacks rely on
-        self._finalizer = weakref.finalize(self, m2.ssl_ctx_free, ptr)
+        self._finalizer = weakref.finalize(self, _free_ctx, ptr, self.address)
 
     def free(self) -> None:
         """Release the ``SSL_CTX`` now (engines made from it keep their own reference)."""
         self._finalizer()
 
 
+def _free_ctx(ptr: object, address: int) -> None:
+    _ossl.forget_ctx(address)
+    m2.ssl_ctx_free(ptr)
+
+
 def _free_ssl(ssl: object, address: int) -> None:
-    _ossl.verify_failures.pop(address, None)
+    _ossl.forget_ssl(address)
     m2.ssl_free(ssl)
 
 
@@ -370,6 +400,33 @@ class TLSEngine:
         """The ALPN protocol both sides agreed on, or ``None``."""
         return _ossl.alpn_selected(self._address)
 
+    def negotiated_group(self) -> str | None:
+        """The key-exchange group (``"X25519"``, ``"P-256"``), or ``None``."""
+        if not self._established_once:
+            return None
+        return _ossl.group_name(_ossl.negotiated_group(self._address))
+
+    def set_alpn_protocols(self, protocols: list[bytes]) -> None:
+        """Server role: choose among ``protocols`` (preference order) for this
+        connection, instead of the context's list.  Call before the handshake."""
+        if protocols:
+            _ossl.alpn_by_ssl[self._address] = _ossl.alpn_array(list(protocols))
+
+    def use_session(self, session: int) -> None:
+        """Client role: offer ``SSL_SESSION*`` ``session`` for resumption (this
+        engine takes its own reference).  Call before the handshake.
+
+        Raises:
+            ConfigurationError: OpenSSL refused the session.
+        """
+        if _ossl.SSL_set_session(self._address, session) != 1:
+            raise ConfigurationError("OpenSSL refused the cached session: " + "; ".join(_ossl.drain_errors()))
+
+    def on_new_session(self, sink: Callable[[int], None]) -> None:
+        """Client role: call ``sink(SSL_SESSION*)`` for each resumable session
+        the server hands out (the sink owns one reference and must free it)."""
+        _ossl.session_sinks[self._address] = sink
+
     def server_name(self) -> str | None:
         """The SNI name (sent by this client, or received by this server)."""
         name = _ossl.SSL_get_servername(self._address, 0)
@@ -417,6 +474,7 @@ class TLSEngine:
             peer_chain_der=tuple(self.peer_chain_der()) if self._established_once else (),
             verified=self.handshake_done and self._context.verifying,
             verify_result=self.verify_result(),
+            group=self.negotiated_group(),
         )
 
     # -- internals -----------------------------------------------------------------

@@ -366,3 +366,301 @@ def alpn_selected(ssl: int) -> bytes | None:
     if not length.value:
         return None
     return ctypes.string_at(data, length.value)
+
+
+# =============================================================================
+# Features past M2Crypto's API (issue 4): ALPN, server SNI, session cache,
+# key log, CRLs.  Every callback below is a module-level CFUNCTYPE that lives as
+# long as the process; per-context / per-connection state sits in dicts keyed
+# by the SSL_CTX* / SSL* address.  Bodies catch BaseException and return the
+# fatal (or "ignore") code; the exception is kept in ``callback_errors``.
+# =============================================================================
+
+SSL_TLSEXT_ERR_OK = 0
+SSL_TLSEXT_ERR_ALERT_FATAL = 2
+SSL_TLSEXT_ERR_NOACK = 3
+OPENSSL_NPN_NEGOTIATED = 1
+CTRL_SET_TLSEXT_SERVERNAME_CB = 53
+CTRL_SESS_NUMBER = 20
+SESS_CACHE_CLIENT = 0x0001
+SESS_CACHE_SERVER = 0x0002
+SESS_CACHE_NO_INTERNAL = 0x0300
+X509_V_FLAG_CRL_CHECK = 0x4
+X509_V_FLAG_CRL_CHECK_ALL = 0x8
+X509_FILETYPE_PEM = 1
+
+#: The last exception a callback swallowed, per SSL* (for diagnostics).
+callback_errors: dict[int, BaseException] = {}
+
+# --- ALPN ----------------------------------------------------------------------
+_PUB = POINTER(c_ubyte)
+ALPN_SELECT_CB = CFUNCTYPE(c_int, _vp, POINTER(_PUB), _PUB, _PUB, c_uint, _vp)
+SSL_CTX_set_alpn_select_cb = _fn(libssl, "SSL_CTX_set_alpn_select_cb", None, _vp, ALPN_SELECT_CB, _vp)
+
+#: Server ALPN preference lists in wire format (ctypes arrays, so ``*out`` may
+#: point into them), per connection (from the wrapped factory) and per context.
+alpn_by_ssl: dict[int, Any] = {}
+alpn_by_ctx: dict[int, Any] = {}
+
+
+def alpn_wire(protocols: list[bytes]) -> bytes:
+    """Encode protocol names in the ALPN wire format (length-prefixed)."""
+    return b"".join(bytes([len(p)]) + p for p in protocols)
+
+
+def alpn_array(protocols: list[bytes]) -> Any:
+    """The wire format as a ctypes array that can outlive a callback."""
+    wire = alpn_wire(protocols)
+    return (c_ubyte * len(wire)).from_buffer_copy(wire)
+
+
+def _alpn_select(ssl: int | None, out: Any, outlen: Any, inp: Any, inlen: int, arg: int | None) -> int:
+    try:
+        if not ssl:
+            return SSL_TLSEXT_ERR_NOACK
+        server = alpn_by_ssl.get(ssl)
+        if server is None:
+            server = alpn_by_ctx.get(SSL_get_SSL_CTX(ssl) or 0)
+        if server is None or not len(server):
+            return SSL_TLSEXT_ERR_NOACK
+        if SSL_select_next_proto(out, outlen, server, len(server), inp, inlen) != OPENSSL_NPN_NEGOTIATED:
+            return SSL_TLSEXT_ERR_NOACK  # no overlap: go on without ALPN
+        return SSL_TLSEXT_ERR_OK
+    except BaseException as exc:  # never raise into C
+        if ssl:
+            callback_errors[ssl] = exc
+        return SSL_TLSEXT_ERR_ALERT_FATAL
+
+
+alpn_select_callback = ALPN_SELECT_CB(_alpn_select)
+
+
+def set_client_alpn(ctx: int, protocols: list[bytes]) -> None:
+    """Offer ``protocols`` (preference order) in every ClientHello of ``ctx``.
+
+    Raises:
+        ValueError: OpenSSL refused the list.
+    """
+    wire = alpn_wire(protocols)
+    if SSL_CTX_set_alpn_protos(ctx, wire, len(wire)) != 0:  # 0 == success here
+        drain_errors()
+        raise ValueError(f"OpenSSL refused the ALPN protocol list {protocols!r}")
+
+
+def set_server_alpn(ctx: int, protocols: list[bytes] | None) -> None:
+    """Install the ALPN select callback on server context ``ctx``; choose from
+    ``protocols`` (server preference) unless a connection has its own list."""
+    if protocols:
+        alpn_by_ctx[ctx] = alpn_array(protocols)
+    else:
+        alpn_by_ctx.pop(ctx, None)
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select_callback, None)
+
+
+# --- server-side SNI --------------------------------------------------------------
+SNI_CB = CFUNCTYPE(c_int, _vp, POINTER(c_int), _vp)
+SSL_CTX_callback_ctrl = _fn(libssl, "SSL_CTX_callback_ctrl", c_long, _vp, c_int, SNI_CB)
+
+#: Per default SSL_CTX: (exact names -> SSL_CTX*, wildcard parents -> SSL_CTX*).
+#: Wildcard ``*.example.com`` is stored under ``example.com``.
+sni_maps: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
+
+
+def sni_choose(ctx: int, name: str | None) -> int | None:
+    """The SSL_CTX* that serves ``name`` on default context ``ctx`` (``None``: the default)."""
+    table = sni_maps.get(ctx)
+    if table is None or not name:
+        return None
+    exact, wild = table
+    name = name.rstrip(".").lower()
+    target = exact.get(name)
+    if target is None and "." in name:
+        label, parent = name.split(".", 1)
+        if label and "." in parent:  # one label only, never a bare TLD
+            target = wild.get(parent)
+    return target
+
+
+def _servername(ssl: int | None, alert: Any, arg: int | None) -> int:
+    try:
+        if not ssl:
+            return SSL_TLSEXT_ERR_OK
+        ctx = SSL_get_SSL_CTX(ssl)
+        raw = SSL_get_servername(ssl, 0)
+        name = raw.decode("ascii", "replace") if raw else None
+        target = sni_choose(ctx or 0, name)
+        if target and target != ctx:
+            if SSL_set_SSL_CTX(ssl, target) != target:
+                return SSL_TLSEXT_ERR_ALERT_FATAL
+        return SSL_TLSEXT_ERR_OK
+    except BaseException as exc:  # never raise into C (an uninitialised int would mean OK)
+        if ssl:
+            callback_errors[ssl] = exc
+        return SSL_TLSEXT_ERR_ALERT_FATAL
+
+
+servername_callback = SNI_CB(_servername)
+
+
+def set_sni(ctx: int, exact: dict[str, int], wildcard: dict[str, int]) -> None:
+    """Choose among contexts by server_name on default context ``ctx``.
+
+    Raises:
+        ValueError: OpenSSL refused the callback.
+    """
+    sni_maps[ctx] = (dict(exact), dict(wildcard))
+    if SSL_CTX_callback_ctrl(ctx, CTRL_SET_TLSEXT_SERVERNAME_CB, servername_callback) != 1:
+        sni_maps.pop(ctx, None)
+        drain_errors()
+        raise ValueError("OpenSSL refused the server_name callback")
+
+
+# --- sessions -------------------------------------------------------------------
+NEW_SESSION_CB = CFUNCTYPE(c_int, _vp, _vp)
+SSL_CTX_sess_set_new_cb = _fn(libssl, "SSL_CTX_sess_set_new_cb", None, _vp, NEW_SESSION_CB)
+SSL_SESSION_free = _fn(libssl, "SSL_SESSION_free", None, _vp)
+SSL_SESSION_is_resumable = _fn(libssl, "SSL_SESSION_is_resumable", c_int, _vp)
+SSL_set_session = _fn(libssl, "SSL_set_session", c_int, _vp, _vp)
+
+#: Per client SSL*: called with a new SSL_SESSION* it now owns (one reference).
+session_sinks: dict[int, Any] = {}
+
+
+def _new_session(ssl: int | None, session: int | None) -> int:
+    try:
+        sink = session_sinks.get(ssl or 0)
+        if sink is None or not session:
+            return 0  # OpenSSL keeps (and frees) the session
+        sink(session)
+        return 1  # the reference is ours now
+    except BaseException as exc:
+        if ssl:
+            callback_errors[ssl] = exc
+        return 0
+
+
+new_session_callback = NEW_SESSION_CB(_new_session)
+
+
+def enable_client_session_cache(ctx: int) -> None:
+    """Hand every new client session of ``ctx`` to :data:`session_sinks` (for
+    TLS 1.3 that is when a NewSessionTicket is read, not at handshake end)."""
+    SSL_CTX_ctrl(ctx, CTRL_SET_SESS_CACHE_MODE, SESS_CACHE_CLIENT | SESS_CACHE_NO_INTERNAL, None)
+    SSL_CTX_sess_set_new_cb(ctx, new_session_callback)
+
+
+def set_server_session_cache(ctx: int, size: int, timeout: int | None, tickets: bool) -> None:
+    """A bounded server-side session cache (TLS 1.2 session IDs, stateful
+    TLS 1.3 tickets) and stateless tickets on or off."""
+    SSL_CTX_ctrl(ctx, CTRL_SET_SESS_CACHE_MODE, SESS_CACHE_SERVER if size else 0, None)
+    SSL_CTX_ctrl(ctx, CTRL_SET_SESS_CACHE_SIZE, size, None)
+    if timeout is not None:
+        SSL_CTX_set_timeout(ctx, timeout)
+    if not tickets:
+        SSL_CTX_set_options(ctx, OP_NO_TICKET)
+
+
+# --- key log ----------------------------------------------------------------------
+KEYLOG_CB = CFUNCTYPE(None, _vp, c_char_p)
+SSL_CTX_set_keylog_callback = _fn(libssl, "SSL_CTX_set_keylog_callback", None, _vp, KEYLOG_CB)
+
+#: Per SSL_CTX*: the open key-log file (shared between contexts naming one path).
+keylog_files: dict[int, Any] = {}
+_keylog_open: dict[str, Any] = {}
+
+
+def _keylog(ssl: int | None, line: bytes | None) -> None:
+    try:
+        if not ssl or not line:
+            return
+        f = keylog_files.get(SSL_get_SSL_CTX(ssl) or 0)
+        if f is not None:
+            f.write(line + b"\n")
+            f.flush()
+    except BaseException as exc:
+        if ssl:
+            callback_errors[ssl] = exc
+
+
+keylog_callback = KEYLOG_CB(_keylog)
+
+
+def set_keylog(ctx: int, path: str) -> None:
+    """Append the NSS key-log lines of every connection of ``ctx`` to ``path``
+    (created mode 0600).
+
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    f = _keylog_open.get(path)
+    if f is None or f.closed:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        f = _keylog_open[path] = os.fdopen(fd, "ab")
+    keylog_files[ctx] = f
+    SSL_CTX_set_keylog_callback(ctx, keylog_callback)
+
+
+# --- CRLs ------------------------------------------------------------------------
+X509_STORE_add_lookup = _fn(libcrypto, "X509_STORE_add_lookup", _vp, _vp, _vp)
+X509_LOOKUP_file = _fn(libcrypto, "X509_LOOKUP_file", _vp)
+X509_load_crl_file = _fn(libcrypto, "X509_load_crl_file", c_int, _vp, c_char_p, c_int)
+
+
+def load_crls(ctx: int, paths: list[str], check_all: bool) -> int:
+    """Load PEM CRL files into ``ctx``'s store and turn CRL checking on.
+
+    Returns:
+        How many CRLs were loaded.
+
+    Raises:
+        ValueError: a file holds no CRL OpenSSL could read.
+    """
+    store = SSL_CTX_get_cert_store(ctx)
+    lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file()) if store else None
+    if not lookup:
+        drain_errors()
+        raise ValueError("OpenSSL could not open the certificate store for CRLs")
+    total = 0
+    for path in paths:
+        count = X509_load_crl_file(lookup, os.fsencode(path), X509_FILETYPE_PEM)
+        if count <= 0:
+            reasons = drain_errors()
+            raise ValueError(f"no CRL could be read from {path!r}: {'; '.join(reasons) or 'not a PEM CRL'}")
+        total += count
+    flags = X509_V_FLAG_CRL_CHECK | (X509_V_FLAG_CRL_CHECK_ALL if check_all else 0)
+    if X509_STORE_set_flags(store, flags) != 1:
+        drain_errors()
+        raise ValueError("OpenSSL refused the CRL check flags")
+    return total
+
+
+# --- names ----------------------------------------------------------------------
+OBJ_nid2sn = _fn(libcrypto, "OBJ_nid2sn", c_char_p, c_int)
+#: NIDs of the groups twistls offers, named the way ``groups=`` names them.
+GROUP_NAMES = {1034: "X25519", 1035: "X448", 415: "P-256", 715: "P-384", 716: "P-521"}
+
+
+def group_name(nid: int) -> str | None:
+    """A readable name for a negotiated group NID (``None`` for 0)."""
+    if not nid:
+        return None
+    name = GROUP_NAMES.get(nid & 0xFFFF if nid & 0x1000000 else nid)
+    if name is None:
+        sn = OBJ_nid2sn(nid)
+        name = sn.decode("ascii", "replace") if sn else f"group {nid:#x}"
+    return name
+
+
+def forget_ssl(address: int) -> None:
+    """Drop every per-connection entry for a freed ``SSL*``."""
+    verify_failures.pop(address, None)
+    alpn_by_ssl.pop(address, None)
+    session_sinks.pop(address, None)
+    callback_errors.pop(address, None)
+
+
+def forget_ctx(address: int) -> None:
+    """Drop every per-context entry for a freed ``SSL_CTX*``."""
+    alpn_by_ctx.pop(address, None)
+    sni_maps.pop(address, None)
+    keylog_files.pop(address, None)

@@ -31,8 +31,10 @@ import copy
 import hashlib
 import logging
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import idna
 from M2Crypto import m2
@@ -49,6 +51,7 @@ __all__ = [
     "DEFAULT_CIPHERSUITES",
     "DEFAULT_GROUPS",
     "DEFAULT_OPTIONS",
+    "reload_on_sighup",
 ]
 
 log = logging.getLogger("twistls")
@@ -110,6 +113,17 @@ def _ssl_call_failed(what: str) -> ConfigurationError:
 
 
 def _build(protocol: _Protocol, *, server: bool) -> ContextHandle:
+    low = _ossl.VERSIONS.get(protocol.minimum_version)
+    high = _ossl.VERSIONS.get(protocol.maximum_version or "", 0)
+    if low is not None and high and low > high:
+        raise ConfigurationError(
+            f"minimum_version {protocol.minimum_version!r} is above maximum_version {protocol.maximum_version!r}"
+        )
+    if protocol.groups != DEFAULT_GROUPS or protocol.ciphersuites != DEFAULT_CIPHERSUITES:
+        # OpenSSL skips unknown TLS 1.3 ciphersuites silently when one other is known.
+        unknown = _name_rejected(protocol)
+        if unknown:
+            raise ConfigurationError(f"invalid TLS 1.3 settings{unknown}")
     handle = ContextHandle()
     ctx = handle.address
     _ossl.SSL_CTX_clear_options(ctx, _ossl.OP_ALL_BITS)
@@ -122,7 +136,7 @@ def _build(protocol: _Protocol, *, server: bool) -> ContextHandle:
         _ossl.set_groups(ctx, protocol.groups)
     except ValueError as exc:
         handle.free()
-        raise ConfigurationError(str(exc)) from None
+        raise ConfigurationError(str(exc) + _name_rejected(protocol)) from None
     if not 0 <= protocol.security_level <= 5:
         handle.free()
         raise ConfigurationError(f"security_level must be 0..5, not {protocol.security_level!r}")
@@ -130,6 +144,25 @@ def _build(protocol: _Protocol, *, server: bool) -> ContextHandle:
     # Idle connections give their 34 KiB of record buffers back.
     _ossl.set_mode(ctx, _ossl.MODE_RELEASE_BUFFERS)
     return handle
+
+
+def _name_rejected(protocol: _Protocol) -> str:
+    """Which single entry of a rejected groups/ciphersuites list OpenSSL does not know."""
+    scratch = ContextHandle()
+    try:
+        for setting, value, setter in (
+            ("groups", protocol.groups, _ossl.set_groups),
+            ("ciphersuites", protocol.ciphersuites, _ossl.set_ciphersuites),
+        ):
+            for item in value.split(":"):
+                try:
+                    setter(scratch.address, item)
+                except ValueError:
+                    return f": {item!r} in {setting} is not one OpenSSL knows"
+        return ""
+    finally:
+        _ossl.ERR_clear_error()
+        scratch.free()
 
 
 def _load_trust(handle: ContextHandle, cafile: str | None, capath: str | None, *, what: str) -> None:
@@ -205,6 +238,117 @@ def _sni_name(hostname: str) -> str | None:
             raise ConfigurationError(f"hostname {hostname!r} is not a valid IDNA name: {exc}") from None
 
 
+def _alpn_list(protocols: Sequence[str | bytes]) -> tuple[bytes, ...]:
+    """Validate ALPN protocol names (1..255 bytes each) into bytes."""
+    if isinstance(protocols, (str, bytes)):
+        raise ConfigurationError(f"alpn_protocols must be a sequence of names, not the single value {protocols!r}")
+    result = []
+    for proto in protocols:
+        raw = proto.encode("ascii") if isinstance(proto, str) else proto
+        if not isinstance(raw, bytes) or not 1 <= len(raw) <= 255:
+            raise ConfigurationError(f"ALPN protocol names must be 1..255 bytes, not {proto!r}")
+        result.append(raw)
+    return tuple(result)
+
+
+_CRL_CHECKS = ("leaf", "chain")
+
+
+def _crl_files(crlfile: Any, crl_path: Any, crl_check: str) -> list[str]:
+    if crl_check not in _CRL_CHECKS:
+        raise ConfigurationError(f"crl_check must be 'leaf' or 'chain', not {crl_check!r}")
+    files: list[str] = []
+    if crlfile is not None:
+        files.append(_require_file(crlfile, "CRL file"))
+    if crl_path is not None:
+        directory = _require_dir(crl_path, "CRL directory")
+        found = sorted(
+            os.path.join(directory, name)
+            for name in os.listdir(directory)
+            if os.path.isfile(os.path.join(directory, name))
+        )
+        if not found:
+            raise ConfigurationError(f"CRL directory {directory!r} holds no files")
+        files += found
+    return files
+
+
+def _load_crls(handle: ContextHandle, files: list[str], crl_check: str) -> None:
+    if not files:
+        return
+    try:
+        _ossl.load_crls(handle.address, files, crl_check == "chain")
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _keylog_path(keylog_file: Any) -> str | None:
+    if keylog_file is not None:
+        return os.fspath(keylog_file)
+    return os.environ.get("SSLKEYLOGFILE") or None
+
+
+def _enable_keylog(handle: ContextHandle, path: str | None, role: str) -> None:
+    if path is None:
+        return
+    try:
+        _ossl.set_keylog(handle.address, path)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot open the key-log file {path!r}: {exc.strerror}") from None
+    log.warning(
+        "twistls %s context writes TLS secrets to the key-log file %r: anyone who can read it can "
+        "decrypt the traffic; use only for debugging",
+        role,
+        path,
+    )
+
+
+class _SessionCache:
+    """A bounded LRU of client ``SSL_SESSION*`` keyed by (host, port, server_name).
+
+    Owns one reference per stored session, released on eviction, replacement
+    and garbage collection.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._sessions: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def get(self, key: tuple[Any, ...]) -> int | None:
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is not None:
+                self._sessions.move_to_end(key)
+            return session
+
+    def put(self, key: tuple[Any, ...], session: int) -> None:
+        with self._lock:
+            old = self._sessions.pop(key, None)
+            self._sessions[key] = session
+            evicted = [old] if old is not None and old != session else []
+            while len(self._sessions) > self.size:
+                evicted.append(self._sessions.popitem(last=False)[1])
+        for item in evicted:
+            _ossl.SSL_SESSION_free(item)
+
+    def clear(self) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for item in sessions:
+            _ossl.SSL_SESSION_free(item)
+
+    def __del__(self) -> None:
+        try:
+            self.clear()
+        except Exception:  # interpreter shutdown
+            pass
+
+
 class _ContextFactory:
     """What both roles share: one SSL_CTX, reused, and plain-data settings."""
 
@@ -249,6 +393,18 @@ class ClientContextFactory(_ContextFactory):
             (``None``: never).
         insecure_skip_verify: accept any certificate chain and any name
             (pins, if given, are still enforced).  Logs a warning.
+        alpn_protocols: ALPN protocols to offer, most preferred first
+            (``("h2", "http/1.1")``); the agreed one is
+            ``transport.negotiatedProtocol``.
+        session_cache_size: how many sessions to keep for resumption, one per
+            (host, port, server_name); ``0`` turns resumption off.
+        crlfile: PEM file of CRLs; certificates they revoke fail with
+            :class:`~twistls.errors.CertificateRevokedError`.
+        crl_path: directory whose files are all PEM CRLs.
+        crl_check: ``"leaf"`` (only the peer's certificate) or ``"chain"``
+            (every certificate; each CA then needs a CRL).
+        keylog_file: append the NSS key log (for Wireshark) to this file;
+            by default ``$SSLKEYLOGFILE`` if set.  Logs a warning.
 
     Raises:
         ConfigurationError: any bad value, missing or unreadable file, a key
@@ -277,8 +433,20 @@ class ClientContextFactory(_ContextFactory):
         groups: str = DEFAULT_GROUPS,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         insecure_skip_verify: bool = False,
+        alpn_protocols: Sequence[str | bytes] = (),
+        session_cache_size: int = 32,
+        crlfile: str | os.PathLike[str] | None = None,
+        crl_path: str | os.PathLike[str] | None = None,
+        crl_check: str = "leaf",
+        keylog_file: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(handshake_timeout=handshake_timeout)
+        self.alpn_protocols = _alpn_list(alpn_protocols)
+        if not isinstance(session_cache_size, int) or session_cache_size < 0:
+            raise ConfigurationError(f"session_cache_size must be a whole number >= 0, not {session_cache_size!r}")
+        crl_files = _crl_files(crlfile, crl_path, crl_check)
+        if crl_files and insecure_skip_verify:
+            raise ConfigurationError("CRLs need verification: drop insecure_skip_verify=True or the CRL options")
         if hostname is not None and not isinstance(hostname, str):
             raise ConfigurationError(f"hostname must be a str, not {type(hostname).__name__}")
         self.insecure_skip_verify = bool(insecure_skip_verify)
@@ -305,6 +473,17 @@ class ClientContextFactory(_ContextFactory):
             _load_identity(handle, os.fspath(certificate), None if private_key is None else os.fspath(private_key))
         elif private_key is not None:
             raise ConfigurationError("private_key given without certificate")
+        _load_crls(handle, crl_files, crl_check)
+        if self.alpn_protocols:
+            try:
+                _ossl.set_client_alpn(handle.address, list(self.alpn_protocols))
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+        self.session_cache_size = session_cache_size
+        self._sessions = _SessionCache(session_cache_size) if session_cache_size else None
+        if self._sessions is not None:
+            _ossl.enable_client_session_cache(handle.address)
+        _enable_keylog(handle, _keylog_path(keylog_file), "client")
         self.hostname: str | None = None
         self._sni: str | None = None
         self._checker: Checker | None = None
@@ -329,8 +508,13 @@ class ClientContextFactory(_ContextFactory):
         other._set_hostname(hostname)
         return other
 
-    def create_engine(self) -> TLSEngine:
+    def create_engine(self, peer_address: tuple[str, int] | None = None) -> TLSEngine:
         """A new client engine for one connection.
+
+        Args:
+            peer_address: the (host, port) dialled, the key (with the SNI
+                name) of the session cache; without it the expected hostname
+                stands for the host.  A resumed session is still checked.
 
         Raises:
             ConfigurationError: no hostname was configured while verification is on.
@@ -342,7 +526,21 @@ class ClientContextFactory(_ContextFactory):
             )
         checker = self._checker
         verifier = None if checker is None else (lambda engine: checker.check(engine.peer_chain_der()))
-        return TLSEngine(self._handle, client=True, server_hostname=self._sni, verifier=verifier)
+        engine = TLSEngine(self._handle, client=True, server_hostname=self._sni, verifier=verifier)
+        cache = self._sessions
+        if cache is not None:
+            host, port = peer_address if peer_address is not None else (self.hostname, None)
+            key = (host, port, self._sni)
+            session = cache.get(key)
+            if session is not None:
+                engine.use_session(session)
+            engine.on_new_session(lambda new: cache.put(key, new))
+        return engine
+
+    def clear_sessions(self) -> None:
+        """Forget every cached session (the next connections do full handshakes)."""
+        if self._sessions is not None:
+            self._sessions.clear()
 
 
 class ServerContextFactory(_ContextFactory):
@@ -361,6 +559,22 @@ class ServerContextFactory(_ContextFactory):
         minimum_version, maximum_version, ciphers, ciphersuites, groups: as
             for :class:`ClientContextFactory`.
         handshake_timeout: seconds before a stalled handshake is abandoned.
+        alpn_protocols: ALPN protocols to accept, most preferred first.  When
+            empty, the wrapped protocol factory's ``acceptableProtocols()``
+            (``IProtocolNegotiationFactory``, e.g. a ``twisted.web`` ``Site``)
+            is used.
+        sni_certificates: server names (exact, or one-label wildcards
+            ``"*.example.com"``) mapped to a PEM file holding key and chain, or
+            to a ``(certificate, private_key)`` pair; chosen by the client's
+            server_name.  ``certificate`` serves clients that send no name or
+            an unknown one.  See :meth:`from_directory`.
+        session_cache_size: bounded server session cache (TLS 1.2 session
+            IDs, stateful TLS 1.3 tickets); ``0`` disables it.
+        session_tickets: issue stateless session tickets (default ``True``).
+        session_timeout: session lifetime in seconds (OpenSSL's default: 300).
+        crlfile, crl_path, crl_check: CRLs for client certificates, as for
+            :class:`ClientContextFactory` (need ``client_cafile``/``client_capath``).
+        keylog_file: as for :class:`ClientContextFactory`.
 
     Raises:
         ConfigurationError: any bad value, missing file, a key that does not
@@ -370,6 +584,8 @@ class ServerContextFactory(_ContextFactory):
     """
 
     client = False
+    _directory: str | None = None
+    _directory_default: str | None = None
 
     def __init__(
         self,
@@ -386,31 +602,236 @@ class ServerContextFactory(_ContextFactory):
         ciphersuites: str = DEFAULT_CIPHERSUITES,
         groups: str = DEFAULT_GROUPS,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        alpn_protocols: Sequence[str | bytes] = (),
+        sni_certificates: Mapping[str, Any] | None = None,
+        session_cache_size: int = 20480,
+        session_tickets: bool = True,
+        session_timeout: int | None = None,
+        crlfile: str | os.PathLike[str] | None = None,
+        crl_path: str | os.PathLike[str] | None = None,
+        crl_check: str = "leaf",
+        keylog_file: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(handshake_timeout=handshake_timeout)
         self.protocol = _Protocol(minimum_version, maximum_version, ciphers, ciphersuites, groups)
         self.certificate = os.fspath(certificate)
         self.private_key = None if private_key is None else os.fspath(private_key)
-        self._handle = handle = _build(self.protocol, server=True)
-        _load_identity(handle, self.certificate, self.private_key)
+        self.client_cafile = None if client_cafile is None else os.fspath(client_cafile)
+        self.client_capath = None if client_capath is None else os.fspath(client_capath)
+        self.require_client_certificate = bool(require_client_certificate)
+        self.verify_depth = verify_depth
+        self.verifies_clients = client_cafile is not None or client_capath is not None
+        self.alpn_protocols = _alpn_list(alpn_protocols)
+        self.sni_certificates = _sni_table(sni_certificates or {})
+        if not isinstance(session_cache_size, int) or session_cache_size < 0:
+            raise ConfigurationError(f"session_cache_size must be a whole number >= 0, not {session_cache_size!r}")
+        if session_timeout is not None and (not isinstance(session_timeout, int) or session_timeout < 1):
+            raise ConfigurationError(f"session_timeout must be a whole number of seconds >= 1, not {session_timeout!r}")
+        self.session_cache_size = session_cache_size
+        self.session_tickets = bool(session_tickets)
+        self.session_timeout = session_timeout
+        self._crl = (crlfile, crl_path, crl_check)
+        _crl_files(crlfile, crl_path, crl_check)  # validate now
+        if (crlfile is not None or crl_path is not None) and not self.verifies_clients:
+            raise ConfigurationError("server CRLs check client certificates: give client_cafile or client_capath too")
+        self.keylog_file = _keylog_path(keylog_file)
+        self._handle = self._make_handle()
+        self._reload_lock = threading.Lock()
+
+    @classmethod
+    def from_directory(
+        cls, directory: str | os.PathLike[str], *, default: str | None = None, **kwargs: Any
+    ) -> ServerContextFactory:
+        """A server choosing its certificate by SNI from ``<hostname>.pem`` files
+        (each holding key and chain, like txsni; ``*.example.com.pem`` for a
+        wildcard).  Clients sending no or an unknown name get ``DEFAULT.pem``,
+        or the file of ``default``.  :meth:`reload` re-reads the directory.
+
+        Raises:
+            ConfigurationError: no PEM files, no default, or any bad file.
+        """
+        path = _require_dir(directory, "certificate directory")
+        table, fallback = _scan_directory(path, default)
+        factory = cls(fallback, sni_certificates=table, **kwargs)
+        factory._directory, factory._directory_default = path, default
+        return factory
+
+    def _make_handle(self) -> ContextHandle:
+        """Build the default SSL_CTX and, for SNI, one per certificate."""
+        handle = self._make_one(self.certificate, self.private_key)
+        if self.sni_certificates:
+            exact: dict[str, int] = {}
+            wild: dict[str, int] = {}
+            by_files: dict[tuple[str, str | None], ContextHandle] = {}
+            for name, (cert, key) in self.sni_certificates.items():
+                target = by_files.get((cert, key))
+                if target is None:
+                    target = by_files[(cert, key)] = self._make_one(cert, key)
+                    handle.keepalive.append(target)  # the callback may pick it at any time
+                if name.startswith("*."):
+                    wild[name[2:]] = target.address
+                else:
+                    exact[name] = target.address
+            try:
+                _ossl.set_sni(handle.address, exact, wild)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+        return handle
+
+    def _make_one(self, certificate: str, private_key: str | None) -> ContextHandle:
+        handle = _build(self.protocol, server=True)
+        _load_identity(handle, certificate, private_key)
+        # One session ID context for the factory, whichever certificate SNI picks.
         sid = hashlib.sha256(b"twistls:" + os.fsencode(self.certificate)).digest()[:32]
         _ossl.SSL_CTX_set_session_id_context(handle.address, sid, len(sid))
-        self.verifies_clients = client_cafile is not None or client_capath is not None
         if self.verifies_clients:
-            mode = _ossl.VERIFY_PEER | (_ossl.VERIFY_FAIL_IF_NO_PEER_CERT if require_client_certificate else 0)
-            _set_verify(handle, mode, verify_depth)
-            _load_trust(
-                handle,
-                None if client_cafile is None else os.fspath(client_cafile),
-                None if client_capath is None else os.fspath(client_capath),
-                what="client",
-            )
-            if client_cafile is not None:
-                names = _ossl.SSL_load_client_CA_file(os.fsencode(os.fspath(client_cafile)))
+            mode = _ossl.VERIFY_PEER | (_ossl.VERIFY_FAIL_IF_NO_PEER_CERT if self.require_client_certificate else 0)
+            _set_verify(handle, mode, self.verify_depth)
+            _load_trust(handle, self.client_cafile, self.client_capath, what="client")
+            if self.client_cafile is not None:
+                names = _ossl.SSL_load_client_CA_file(os.fsencode(self.client_cafile))
                 if names:
                     _ossl.SSL_CTX_set_client_CA_list(handle.address, names)
                 _ossl.ERR_clear_error()
+            crlfile, crl_path, crl_check = self._crl
+            _load_crls(handle, _crl_files(crlfile, crl_path, crl_check), crl_check)
+        _ossl.set_server_alpn(handle.address, list(self.alpn_protocols))
+        _ossl.set_server_session_cache(
+            handle.address, self.session_cache_size, self.session_timeout, self.session_tickets
+        )
+        _enable_keylog(handle, self.keylog_file, "server")
+        return handle
+
+    def reload(
+        self,
+        certificate: str | os.PathLike[str] | None = None,
+        private_key: str | os.PathLike[str] | None = None,
+        *,
+        client_cafile: str | os.PathLike[str] | None = None,
+        sni_certificates: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Re-read the certificate, key, CA and CRL files (or switch to new
+        ones) into a new ``SSL_CTX`` and swap it in: new connections get the
+        new certificate, established ones continue on the old one.  A factory
+        made by :meth:`from_directory` re-scans its directory.
+
+        If anything fails the old context stays in use, the reason is logged
+        and the error raised.
+
+        Raises:
+            ConfigurationError: a missing or bad file, a key that does not
+                match; nothing was changed.
+        """
+        with self._reload_lock:
+            saved = (self.certificate, self.private_key, self.client_cafile, self.sni_certificates)
+            try:
+                if self._directory is not None and certificate is None and sni_certificates is None:
+                    table, fallback = _scan_directory(self._directory, self._directory_default)
+                    self.certificate, self.private_key, self.sni_certificates = fallback, None, table
+                if certificate is not None:
+                    self.certificate = os.fspath(certificate)
+                    self.private_key = None if private_key is None else os.fspath(private_key)
+                elif private_key is not None:
+                    self.private_key = os.fspath(private_key)
+                if client_cafile is not None:
+                    if not self.verifies_clients:
+                        raise ConfigurationError("client_cafile given to reload() of a server that verifies no clients")
+                    self.client_cafile = os.fspath(client_cafile)
+                if sni_certificates is not None:
+                    self.sni_certificates = _sni_table(sni_certificates)
+                handle = self._make_handle()
+            except ConfigurationError as exc:
+                self.certificate, self.private_key, self.client_cafile, self.sni_certificates = saved
+                log.error("twistls: reload failed, still serving the previous certificate: %s", exc)
+                raise
+            self._handle = handle
+            log.info("twistls: reloaded the server certificate from %r", self.certificate)
 
     def create_engine(self) -> TLSEngine:
         """A new server engine for one connection."""
         return TLSEngine(self._handle, client=False)
+
+
+def _sni_table(entries: Mapping[str, Any]) -> dict[str, tuple[str, str | None]]:
+    """Validate ``{server name: path | (certificate, key)}``."""
+    table: dict[str, tuple[str, str | None]] = {}
+    for name, value in entries.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"SNI names must be non-empty strings, not {name!r}")
+        wildcard = name.startswith("*.")
+        base = _sni_name(name[2:] if wildcard else name)
+        if base is None or "*" in base or (wildcard and "." not in base):
+            raise ConfigurationError(
+                f"SNI name {name!r} must be a host name or a one-label wildcard like '*.example.com'"
+            )
+        if isinstance(value, (str, os.PathLike)):
+            cert, key = os.fspath(value), None
+        else:
+            try:
+                cert_raw, key_raw = value
+            except (TypeError, ValueError):
+                raise ConfigurationError(
+                    f"SNI entry for {name!r} must be a PEM path or (certificate, key), not {value!r}"
+                ) from None
+            cert, key = os.fspath(cert_raw), None if key_raw is None else os.fspath(key_raw)
+        table[("*." if wildcard else "") + base] = (cert, key)
+    return table
+
+
+def _scan_directory(directory: str, default: str | None) -> tuple[dict[str, tuple[str, str | None]], str]:
+    """``<hostname>.pem`` files of ``directory`` and the default's path."""
+    table: dict[str, tuple[str, str | None]] = {}
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name.endswith(".pem") and os.path.isfile(path) and name != "DEFAULT.pem":
+            table[name[: -len(".pem")]] = (path, None)
+    if default is not None:
+        fallback = os.path.join(directory, default + ".pem")
+        if not os.path.isfile(fallback):
+            raise ConfigurationError(f"the default {default!r} has no file {fallback!r}")
+    else:
+        fallback = os.path.join(directory, "DEFAULT.pem")
+        if not os.path.isfile(fallback):
+            if len(table) != 1:
+                raise ConfigurationError(
+                    f"{directory!r} needs a DEFAULT.pem (or pass default=<hostname>) for clients that send no name"
+                )
+            fallback = next(iter(table.values()))[0]
+    if not table and not os.path.isfile(fallback):
+        raise ConfigurationError(f"no <hostname>.pem files in {directory!r}")
+    return _sni_table({k: v for k, v in table.items()}), fallback
+
+
+def reload_on_sighup(*factories: ServerContextFactory, reactor: Any = None) -> Callable[[], None]:
+    """Reload ``factories`` (:meth:`ServerContextFactory.reload`) whenever the
+    process gets ``SIGHUP``; the reload runs in the reactor thread, a failure
+    is logged and the old certificate kept.  For twistd plugins.
+
+    Returns:
+        A function that restores the previous ``SIGHUP`` handler.
+
+    .. versionadded:: 0.1
+    """
+    import signal
+
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+
+    def reload_all() -> None:
+        for factory in factories:
+            try:
+                factory.reload()
+            except ConfigurationError:
+                pass  # logged by reload(); the old certificate stays
+
+    def handler(signum: int, frame: Any) -> None:
+        reactor.callFromThread(reload_all)
+
+    previous = signal.signal(signal.SIGHUP, handler)
+
+    def restore() -> None:
+        signal.signal(signal.SIGHUP, previous)
+
+    return restore
