@@ -196,6 +196,10 @@ def _load_identity(handle: ContextHandle, certificate: str, private_key: str | N
         m2.ssl_ctx_use_privkey(handle.ptr, key_path)
     except Exception as exc:
         _ossl.drain_errors()
+        if "mismatch" in str(exc):  # OpenSSL checks the pair while loading the key
+            raise ConfigurationError(
+                f"the private key in {key_path!r} does not match the certificate in {cert_path!r}"
+            ) from None
         # Never echo key material: only the path and OpenSSL's reason.
         raise ConfigurationError(f"could not load the private key from {key_path!r}: {exc}") from None
     try:
@@ -217,9 +221,13 @@ def _warn_if_key_exposed(key_path: str) -> None:
         log.warning("private key file %r is readable by every user; chmod 600 it", key_path)
 
 
-def _set_verify(handle: ContextHandle, mode: int, depth: int) -> None:
-    if not isinstance(depth, int) or depth < 1:
+def _check_depth(depth: object) -> None:
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
         raise ConfigurationError(f"verify_depth must be a whole number >= 1, not {depth!r}")
+
+
+def _set_verify(handle: ContextHandle, mode: int, depth: int) -> None:
+    _check_depth(depth)
     _ossl.SSL_CTX_set_verify(handle.address, mode, _ossl.verify_callback)
     _ossl.SSL_CTX_set_verify_depth(handle.address, depth)
     handle.verifying = mode != _ossl.VERIFY_NONE
@@ -452,6 +460,7 @@ class ClientContextFactory(_ContextFactory):
         self.insecure_skip_verify = bool(insecure_skip_verify)
         self.allow_common_name = bool(allow_common_name)
         self.pins = tuple(Checker(pins=pins).pins)  # validates and normalises
+        _check_depth(verify_depth)  # also when verification is off: bad config is bad config
         self.verify_depth = verify_depth
         self.protocol = _Protocol(minimum_version, maximum_version, ciphers, ciphersuites, groups)
         self._handle = handle = _build(self.protocol, server=False)
@@ -614,6 +623,7 @@ class ServerContextFactory(_ContextFactory):
     ) -> None:
         super().__init__(handshake_timeout=handshake_timeout)
         self.protocol = _Protocol(minimum_version, maximum_version, ciphers, ciphersuites, groups)
+        _check_depth(verify_depth)
         self.certificate = os.fspath(certificate)
         self.private_key = None if private_key is None else os.fspath(private_key)
         self.client_cafile = None if client_cafile is None else os.fspath(client_cafile)
