@@ -624,7 +624,7 @@ def _classify(text: str, reasons: list[str]) -> TLSError:
         )
     if any(v in lowered for v in _NOT_TLS_REASONS):
         return ProtocolViolationError(f"the peer does not speak TLS ({text})", openssl_errors=reasons)
-    if any(v in lowered for v in _VIOLATION_REASONS):
+    if " alert " not in lowered and any(v in lowered for v in _VIOLATION_REASONS):
         return ProtocolViolationError(f"the peer broke the TLS protocol ({text})", openssl_errors=reasons)
     if any(v in lowered for v in _VERSION_REASONS):
         return ProtocolVersionError(f"no TLS protocol version in common with the peer ({text})", openssl_errors=reasons)
