@@ -1,0 +1,278 @@
+"""End-to-end STARTTLS over real 127.0.0.1 sockets.
+
+Both sides start in the clear behind ``TLSWrappingFactory(..., start_tls=True)``
+and upgrade when the wrapped protocol calls ``self.transport.startTLS(cf)``:
+first a small line protocol, then Twisted's own ESMTP client and server.
+"""
+
+from __future__ import annotations
+
+import io
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ISSLTransport, ITLSTransport
+from twisted.mail import smtp
+from twisted.protocols.basic import LineReceiver
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from twistls import (
+    ClientContextFactory,
+    HostnameMismatchError,
+    PeerAlertError,
+    ServerContextFactory,
+    TLSWrappingFactory,
+    UntrustedCertificateError,
+    VerificationError,
+)
+from tests._e2e import bounded
+from tests._pki import pki
+
+
+def server_cf() -> ServerContextFactory:
+    p = pki()
+    return ServerContextFactory(p.server.cert, p.server.key)
+
+
+class LineServer(LineReceiver):
+    """Answers ``GO`` to ``STARTTLS`` and upgrades; echoes later lines as ``TLS: ...``."""
+
+    def connectionMade(self) -> None:
+        self.factory.instances.append(self)
+        self.lines: list[bytes] = []
+        self.clear_lines: list[bytes] = []
+        self.lost: defer.Deferred[list[object]] = defer.Deferred()
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line)
+        if not self.transport.tls_started:
+            self.clear_lines.append(line)
+        if line == b"STARTTLS":
+            self.sendLine(b"GO")
+            self.transport.startTLS(self.factory.tls)
+        else:
+            self.sendLine(b"TLS: " + line)
+
+    def connectionLost(self, reason: object) -> None:
+        self.reason = reason
+        self.lost.callback([reason])
+
+
+class LineClient(LineReceiver):
+    """Sends ``STARTTLS`` in the clear, upgrades on ``GO``, then sends one line over TLS."""
+
+    def __init__(self, tls: ClientContextFactory) -> None:
+        self.tls = tls
+        self.lines: list[bytes] = []
+        self.done: defer.Deferred[list[object]] = defer.Deferred()
+        self.ssl_before_upgrade: bool | None = None
+
+    def connectionMade(self) -> None:
+        self.ssl_before_upgrade = ISSLTransport.providedBy(self.transport)
+        self.sendLine(b"STARTTLS")
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line)
+        if line == b"GO":
+            self.transport.startTLS(self.tls)
+            self.sendLine(b"secret over TLS")  # buffered until the server is verified
+        elif line.startswith(b"TLS: "):
+            self.info = self.transport.connection_info()
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: object) -> None:
+        self.reason = reason
+        self.done.callback([reason])
+
+
+class LineStartTLSTests(TestCase):
+    """A line protocol upgrades both sides with STARTTLS."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def converse(self, hostname: str):  # type: ignore[no-untyped-def]
+        factory = protocol.Factory.forProtocol(LineServer)
+        factory.instances = []  # type: ignore[attr-defined]
+        factory.tls = server_cf()  # type: ignore[attr-defined]
+        port = reactor.listenTCP(0, TLSWrappingFactory(factory, None, start_tls=True), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = LineClient(ClientContextFactory(hostname, cafile=pki().cafile))
+        client_factory = protocol.ClientFactory.forProtocol(lambda: client)
+        reactor.connectTCP("127.0.0.1", port.getHost().port, TLSWrappingFactory(client_factory, None, start_tls=True))
+        (reason,) = yield bounded(client.done, 30, "STARTTLS line client")
+        server = factory.instances[0]
+        yield bounded(server.lost, 10, "STARTTLS line server end")
+        return client, reason, server
+
+    @defer.inlineCallbacks
+    def test_upgrade_then_lines_over_tls(self):
+        """STARTTLS goes in the clear, the answer comes over TLS 1.3 and both sides saw the upgrade."""
+        client, reason, server = yield self.converse("localhost")
+        self.assertTrue(reason.check(ConnectionDone), reason)
+        self.assertFalse(client.ssl_before_upgrade)
+        self.assertEqual(server.clear_lines, [b"STARTTLS"])
+        self.assertEqual(server.lines, [b"STARTTLS", b"secret over TLS"])
+        self.assertEqual(client.lines, [b"GO", b"TLS: secret over TLS"])
+        self.assertEqual(client.info.version, "TLSv1.3")
+        self.assertTrue(client.info.verified)
+        self.assertTrue(ISSLTransport.providedBy(client.transport))
+        server_info = server.transport.connection_info()
+        self.assertEqual((server_info.version, server_info.cipher), (client.info.version, client.info.cipher))
+        self.assertEqual(server_info.server_name, "localhost")
+
+    @defer.inlineCallbacks
+    def test_wrong_hostname_after_starttls_rejected(self):
+        """A client expecting another name fails after STARTTLS with HostnameMismatchError, and its line never reaches the server."""
+        client, reason, server = yield self.converse("wrong.example")
+        self.assertTrue(reason.check(HostnameMismatchError), reason)
+        self.assertIn("wrong.example", str(reason.value))
+        self.assertIn("DNS:localhost", str(reason.value))
+        self.assertEqual(client.lines, [b"GO"])
+        self.assertEqual(server.lines, [b"STARTTLS"])
+
+
+@implementer(smtp.IMessage)
+class _Message:
+    def __init__(self, mailbox: list[bytes]) -> None:
+        self.mailbox = mailbox
+        self.lines: list[bytes] = []
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line)
+
+    def eomReceived(self) -> defer.Deferred[None]:
+        self.mailbox.append(b"\n".join(self.lines))
+        return defer.succeed(None)
+
+    def connectionLost(self) -> None:
+        self.lines = []
+
+
+@implementer(smtp.IMessageDelivery)
+class _Delivery:
+    """Accepts any sender and recipient, without authentication."""
+
+    def __init__(self, mailbox: list[bytes]) -> None:
+        self.mailbox = mailbox
+
+    def receivedHeader(self, helo: object, origin: object, recipients: object) -> None:
+        return None
+
+    def validateFrom(self, helo: object, origin: object) -> object:
+        return origin
+
+    def validateTo(self, user: object) -> object:
+        return lambda: _Message(self.mailbox)
+
+
+class _ESMTPServer(smtp.ESMTP):
+    def connectionMade(self) -> None:
+        self.lost: defer.Deferred[list[object]] = defer.Deferred()
+        super().connectionMade()
+
+    def connectionLost(self, reason: object) -> None:
+        super().connectionLost(reason)
+        self.reason = reason
+        self.lost.callback([reason])
+
+
+class _ESMTPServerFactory(protocol.ServerFactory):
+    def __init__(self, context: ServerContextFactory) -> None:
+        self.context = context
+        self.mailbox: list[bytes] = []
+        self.instances: list[smtp.ESMTP] = []
+
+    def buildProtocol(self, addr: object) -> smtp.ESMTP:
+        p = _ESMTPServer(contextFactory=self.context)
+        p.delivery = _Delivery(self.mailbox)
+        p.host = b"mail.localhost"
+        p.factory = self
+        self.instances.append(p)
+        return p
+
+
+class _RecordingSenderFactory(smtp.ESMTPSenderFactory):
+    def buildProtocol(self, addr: object) -> smtp.ESMTPSender:
+        p = super().buildProtocol(addr)
+        self.built = p
+        self.lost: defer.Deferred[list[object]] = defer.Deferred()
+        original = p.connectionLost
+
+        def connectionLost(reason: object) -> None:
+            original(reason)
+            self.lost.callback([reason])
+
+        p.connectionLost = connectionLost  # type: ignore[method-assign]
+        return p
+
+
+class SMTPStartTLSTests(TestCase):
+    """Twisted's own ESMTP client and server upgrade with STARTTLS over twistls."""
+
+    timeout = 60
+
+    MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: twistls\r\n\r\nHello over STARTTLS.\r\n"
+
+    @defer.inlineCallbacks
+    def send(self, cafile: str):  # type: ignore[no-untyped-def]
+        server_factory = _ESMTPServerFactory(server_cf())
+        port = reactor.listenTCP(0, TLSWrappingFactory(server_factory, None, start_tls=True), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        result: defer.Deferred[object] = defer.Deferred()
+        sender = _RecordingSenderFactory(
+            None,
+            None,
+            "a@example.com",
+            ["b@example.com"],
+            io.BytesIO(self.MESSAGE),
+            result,
+            retries=0,
+            contextFactory=ClientContextFactory("localhost", cafile=cafile),
+            requireAuthentication=False,
+            requireTransportSecurity=True,
+        )
+        reactor.connectTCP("127.0.0.1", port.getHost().port, TLSWrappingFactory(sender, None, start_tls=True))
+        try:
+            outcome = yield bounded(result, 30, "ESMTP send")
+        except smtp.SMTPClientError as exc:
+            outcome = exc
+        server = server_factory.instances[0]
+        yield bounded(server.lost, 10, "ESMTP server connection end")
+        yield bounded(sender.lost, 10, "ESMTP client connection end")
+        return outcome, server, server_factory.mailbox, sender
+
+    @defer.inlineCallbacks
+    def test_mail_arrives_over_starttls(self):
+        """ESMTP with requireTransportSecurity delivers the message, and the server's transport really ran TLS."""
+        outcome, server, mailbox, sender = yield self.send(pki().cafile)
+        self.assertEqual(outcome, (1, [(b"b@example.com", 250, b"Recipient address accepted")]))
+        self.assertEqual(len(mailbox), 1)
+        self.assertIn(b"Hello over STARTTLS.", mailbox[0])
+        self.assertTrue(ITLSTransport.providedBy(server.transport))
+        self.assertTrue(server.startedTLS)
+        self.assertTrue(server.transport.tls_started)
+        info = server.transport.connection_info()
+        self.assertIsNotNone(info)
+        self.assertEqual(info.version, "TLSv1.3")
+        self.assertEqual(info.server_name, "localhost")
+        client_info = sender.built.transport.connection_info()
+        self.assertTrue(client_info.verified)
+        self.assertEqual(client_info.cipher, info.cipher)
+
+    @defer.inlineCallbacks
+    def test_wrong_ca_fails_with_verification_error(self):
+        """A sender trusting another CA fails with an SMTP error caused by UntrustedCertificateError, and nothing is delivered."""
+        p = pki()
+        outcome, server, mailbox, _ = yield self.send(p.other_cafile)
+        self.assertIsInstance(outcome, smtp.SMTPClientError)
+        cause = outcome.__cause__
+        self.assertIsInstance(cause, VerificationError)
+        self.assertIsInstance(cause, UntrustedCertificateError)
+        self.assertIn("unable to get local issuer certificate", str(cause))
+        self.assertEqual(mailbox, [])
+        self.assertTrue(server.startedTLS)
+        server_reason = server.reason
+        self.assertTrue(server_reason.check(PeerAlertError), server_reason)
+        self.assertEqual(server_reason.value.alert, "unknown ca")
