@@ -350,10 +350,20 @@ class TLSProtocolWrapper(ProtocolWrapper):
             self._begin_shutdown()
 
     # IPushProducer for the wrapped protocol: pausing stops reading the socket.
+    _paused_in_handshake = False
+
     def pauseProducing(self) -> None:
+        if self._engine is not None and not self._handshake_done and not self._lost:
+            # The handshake needs the peer's bytes, and no application data is
+            # delivered before it ends: apply the pause then.  (twisted.web's
+            # HTTPChannel pauses its transport when its producer is held for
+            # the handshake; stopping the socket here would deadlock.)
+            self._paused_in_handshake = True
+            return
         self._hold_reading("protocol")
 
     def resumeProducing(self) -> None:
+        self._paused_in_handshake = False
         self._release_reading("protocol")
 
     def _hold_reading(self, who: str) -> None:
@@ -476,6 +486,9 @@ class TLSProtocolWrapper(ProtocolWrapper):
             d.callback(info)
         if self._gate is not None:
             self._gate.release("handshake")
+        if self._paused_in_handshake:  # the protocol still wants no data
+            self._paused_in_handshake = False
+            self._hold_reading("protocol")
         if self._shutdown_pending and self._gate is None:
             self._shutdown_pending = False
             self._begin_shutdown()
