@@ -697,6 +697,8 @@ def asyncio_stack(args: argparse.Namespace) -> None:
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
     emit(result)
+    if os.environ.get("TWISTLS_BENCH_PROFILE"):
+        sys.exit(0)
     os._exit(0)  # idle connections of the memory test: no orderly teardown needed
 
 
@@ -732,6 +734,17 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     except (ImportError, ValueError, OSError):
         pass
+    profile_dir = os.environ.get("TWISTLS_BENCH_PROFILE")
+    if profile_dir:
+        import atexit
+        import cProfile
+        import signal
+
+        profiler = cProfile.Profile(time.process_time)  # CPU, not the idle wait in epoll
+        path = os.path.join(profile_dir, f"{args.stack}-{args.test}-{args.key}-{args.role}-{os.getpid()}.prof")
+        atexit.register(lambda: (profiler.disable(), profiler.dump_stats(path)))
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+        profiler.enable()
     if args.stack in ("asyncio", "uvloop"):
         asyncio_stack(args)
     else:

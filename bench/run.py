@@ -73,6 +73,7 @@ class Env:
         self.certs = certs
         self.cnf = cnf
         self.procs: list[subprocess.Popen] = []
+        self.profile = os.environ.get("TWISTLS_BENCH_PROFILE")
 
     def env_for(self, stack: str) -> dict:
         env = dict(os.environ)
@@ -87,6 +88,12 @@ class Env:
         return p
 
     def kill(self, p: subprocess.Popen) -> None:
+        if p.poll() is None and self.profile:
+            p.terminate()  # lets a profiled worker write its stats
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
         if p.poll() is None:
             p.kill()
         try:
@@ -481,7 +488,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3; 1 with --quick)")
     parser.add_argument("--only", default="bulk,hs,mem,small,startup", help="comma-separated subset of bulk,hs,mem,small,startup")
     parser.add_argument("--stacks", default=None, help="comma-separated subset of tcp,twistls,twisted,asyncio,uvloop")
+    parser.add_argument("--profile", metavar="DIR", help="run every worker under cProfile, stats into DIR (slows it down)")
     args = parser.parse_args()
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+        os.environ["TWISTLS_BENCH_PROFILE"] = os.path.abspath(args.profile)
     quick = args.quick
     runs = args.runs or (1 if quick else 3)
     size = (64 << 20) if quick else (512 << 20)
