@@ -56,7 +56,7 @@ _TIMEOUT_HELP = (
 def _positive_seconds(value: str) -> float:
     number = float(value)
     if not number > 0 or number == float("inf"):
-        raise ValueError("must be a positive number of seconds")
+        raise ValueError(f"--handshake-timeout must be a positive number of seconds, not {value!r}")
     return number
 
 
