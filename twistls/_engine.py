@@ -616,7 +616,9 @@ _VIOLATION_REASONS = (
 def _classify(text: str, reasons: list[str]) -> TLSError:
     """Turn OpenSSL reason strings into the most specific TLSError."""
     lowered = text.lower()
-    if "peer did not return a certificate" in lowered or "certificate required" in lowered:
+    # Only the local reason: the "certificate required" *alert* means the peer
+    # wanted our certificate, which is a PeerAlertError on this side.
+    if "peer did not return a certificate" in lowered:
         return NoPeerCertificateError(
             f"the peer sent no certificate but one is required ({text})",
             verify_message="no peer certificate",
@@ -631,7 +633,10 @@ def _classify(text: str, reasons: list[str]) -> TLSError:
     for marker in ("sslv3 alert ", "tlsv1 alert ", "tlsv13 alert "):
         if marker in lowered:
             alert = lowered.split(marker, 1)[1].split(";")[0].strip()
-            return PeerAlertError(f"the peer rejected the connection with alert '{alert}' ({text})", alert=alert, openssl_errors=reasons)
+            hint = ": it requires a client certificate and none was sent" if alert == "certificate required" else ""
+            return PeerAlertError(
+                f"the peer rejected the connection with alert '{alert}'{hint} ({text})", alert=alert, openssl_errors=reasons
+            )
     if "unexpected eof" in lowered:
         return TLSError(f"the peer closed the connection during the TLS handshake ({text})", openssl_errors=reasons)
     return TLSError(f"TLS failure: {text}", openssl_errors=reasons)
