@@ -207,6 +207,65 @@ class ConnectTests(SynchronousTestCase):
         self.assertTrue(ISSLTransport.providedBy(conn.server_wrapper))
 
 
+class FailureTests(SynchronousTestCase):
+    """Failures reach connectionLost typed, and are logged once."""
+
+    def _capture(self) -> list[dict[str, Any]]:
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+
+        def observer(event: dict[str, Any]) -> None:
+            if event.get("log_namespace") == "twistls":
+                events.append(event)
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return events
+
+    def test_failure_logged_once(self) -> None:
+        """A rejected handshake is logged once on each side, the client's line naming the reason."""
+        events = self._capture()
+        conn = Connection(client_cf=_client_cf("wrong.example"))
+        client_lines = [e for e in events if "wrong.example" in str(e.get("reason", ""))]
+        self.assertEqual(len(client_lines), 1, events)
+        self.assertIsNotNone(conn.server.reason)
+
+    def test_success_not_logged(self) -> None:
+        """A good connection logs no warning."""
+        events = self._capture()
+        Connection()
+        self.assertEqual([e for e in events if e["log_level"].name in ("warn", "error", "critical")], [])
+
+    def test_mtls_accepted(self) -> None:
+        """A server requiring client certificates gets data from a client presenting one, and sees its certificate."""
+        p = pki()
+        server = Recorder()
+        conn = Connection(
+            Recorder(b"hello"),
+            server,
+            client_cf=_client_cf(certificate=p.client.cert, private_key=p.client.key),
+            server_cf=_server_cf(client_cafile=p.cafile),
+        )
+        self.assertEqual(server.data, b"hello")
+        info = conn.server_wrapper.connection_info()
+        assert info is not None
+        self.assertEqual(info.peer_chain_der[0], p.client.der)
+
+    def test_mtls_missing_client_certificate(self) -> None:
+        """A client without a certificate is refused: the server's protocol gets NoPeerCertificateError and no data."""
+        from twistls.errors import NoPeerCertificateError
+
+        server = Recorder()
+        client = Recorder(b"hello")
+        Connection(client, server, server_cf=_server_cf(client_cafile=pki().cafile))
+        self.assertEqual(server.data, b"")
+        assert server.reason is not None and client.reason is not None
+        self.assertTrue(server.reason.check(NoPeerCertificateError), server.reason)
+        self.assertTrue(client.reason.check(TLSError), client.reason)
+        self.assertEqual(server.made, 1)
+
+
 class EarlyWriteTests(SynchronousTestCase):
     """No application byte leaves before the handshake and the Checker are done."""
 
@@ -369,13 +428,16 @@ class CloseTests(SynchronousTestCase):
         """loseConnection flushes data, sends close_notify, and both sides see ConnectionDone."""
         conn = Connection()
         conn.client_wrapper.write(b"bye")
+        before = len(conn.pump.client.wire())
         conn.client_wrapper.loseConnection()
+        self.assertGreater(len(conn.pump.client.wire()), before)  # data + close_notify written at once
         conn.flush()
         self.assertEqual(conn.server.data, b"bye")
+        self.assertTrue(conn.server_wrapper._engine.peer_closed)  # the server saw close_notify
         assert conn.server.reason is not None and conn.client.reason is not None
         self.assertTrue(conn.server.reason.check(ConnectionDone), conn.server.reason)
         self.assertTrue(conn.client.reason.check(ConnectionDone), conn.client.reason)
-        self.assertTrue(conn.server_wrapper._engine is None or conn.server_wrapper._truncated is False)
+        self.assertFalse(conn.server_wrapper._truncated)
 
     def test_server_lose_connection(self) -> None:
         """A server's loseConnection ends the client cleanly with ConnectionDone."""
