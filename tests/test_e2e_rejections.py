@@ -13,6 +13,7 @@ import ssl
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.trial.unittest import TestCase
@@ -135,7 +136,7 @@ class RejectionTests(TestCase):
     def test_self_signed(self):
         """A self-signed server certificate fails with UntrustedCertificateError; a client that trusts it is served."""
         der, key_pem = self_signed("localhost", san=[x509.DNSName("localhost")])
-        cert_pem = x509.load_der_x509_certificate(der).public_bytes(__import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.PEM)
+        cert_pem = x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
         cert = self.write_pem("self.pem", cert_pem)
         key = self.write_pem("self-key.pem", key_pem)
         os.chmod(key, 0o600)
@@ -170,6 +171,7 @@ class RejectionTests(TestCase):
         self.assertTrue(reason.check(ChainTooLongError), reason)
         self.assertEqual(reason.value.verify_code, 22)
         self.assertIn("certificate chain too long", str(reason.value))
+        self.assertIn(f"at depth {reason.value.depth}", str(reason.value))
         self.assertEqual(data, b"")
         yield self.assert_served(port, client_cf())
 

@@ -1,0 +1,184 @@
+"""End-to-end mutual TLS over real 127.0.0.1 sockets.
+
+A twistls server given ``client_cafile`` requires and verifies client
+certificates: it accepts a good one (and shows it to the application through
+``transport.getPeerCertificate()``) and rejects a missing, foreign or expired
+one with the specific error, then keeps serving good clients.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from typing import Any
+
+from cryptography import x509
+from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
+from twisted.trial.unittest import TestCase
+
+from twistls import (
+    CertificateExpiredError,
+    ClientContextFactory,
+    NoPeerCertificateError,
+    PeerAlertError,
+    ServerContextFactory,
+    UntrustedCertificateError,
+)
+from tests._e2e import Collector, LineEcho, bounded, connect_tls, listen_tls
+from tests._pki import Leaf, pki
+
+LINE = b"who am I?\n"
+REPLY = b"ECHO: who am I?\n"
+
+
+@functools.lru_cache(maxsize=None)
+def foreign_client() -> Leaf:
+    """A client certificate issued by a CA the server does not trust."""
+    p = pki()
+    return p.leaf("client-foreign", p.other_ca, "client.example")
+
+
+@functools.lru_cache(maxsize=None)
+def expired_client() -> Leaf:
+    """A client certificate from the trusted CA that expired yesterday."""
+    p = pki()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return p.leaf(
+        "client-expired", p.ca, "client.example",
+        not_before=now - datetime.timedelta(days=30), not_after=now - datetime.timedelta(days=1),
+    )
+
+
+class PeerRecordingEcho(LineEcho):
+    """LineEcho that records the client certificate it saw."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.peer_certificate = self.transport.getPeerCertificate()
+        super().dataReceived(data)
+
+
+class MutualTLSTests(TestCase):
+    """A server requiring client certificates."""
+
+    timeout = 60
+
+    def serve(self, **kw: Any) -> tuple[int, Any]:
+        p = pki()
+        return listen_tls(self, ServerContextFactory(p.server.cert, p.server.key, client_cafile=p.cafile, **kw),
+                          proto=PeerRecordingEcho)
+
+    def client(self, leaf: Leaf | None, **kw: Any) -> ClientContextFactory:
+        if leaf is not None:
+            kw.update(certificate=leaf.cert, private_key=leaf.key)
+        return ClientContextFactory("localhost", cafile=pki().cafile, **kw)
+
+    @defer.inlineCallbacks
+    def attempt(self, port: int, factory: Any, cf: ClientContextFactory):  # type: ignore[no-untyped-def]
+        """One client connection; returns (data, client reason, server protocol)."""
+        before = len(factory.instances)
+        collector = Collector(LINE, expect=len(REPLY))
+        connect_tls(cf, port, collector)
+        data, reason = yield bounded(collector.done, 30, "mTLS client")
+        self.assertEqual(len(factory.instances), before + 1)
+        server = factory.instances[-1]
+        yield bounded(server.lost, 10, "mTLS server end")
+        return data, reason, server
+
+    @defer.inlineCallbacks
+    def assert_accepted(self, port: int, factory: Any, leaf: Leaf, **kw: Any):  # type: ignore[no-untyped-def]
+        data, reason, server = yield self.attempt(port, factory, self.client(leaf, **kw))
+        self.assertEqual(data, REPLY)
+        self.assertTrue(reason.check(ConnectionDone), reason)
+        expected = x509.load_der_x509_certificate(leaf.der)
+        seen = server.peer_certificate
+        self.assertIsInstance(seen, x509.Certificate)
+        self.assertEqual(seen, expected)
+        self.assertEqual(seen.subject, expected.subject)
+        self.assertEqual(seen.subject.rfc4514_string(), expected.subject.rfc4514_string())
+        san = seen.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        self.assertIn("client.example", san.get_values_for_type(x509.DNSName))
+        self.assertTrue(server.info.verified)
+        self.assertEqual(server.info.peer_chain_der[0], leaf.der)
+        return server
+
+    @defer.inlineCallbacks
+    def test_good_client_certificate_accepted_tls13(self):
+        """A client certificate from the trusted CA is accepted over TLS 1.3 and the server sees its subject."""
+        port, factory = self.serve()
+        server = yield self.assert_accepted(port, factory, pki().client)
+        self.assertEqual(server.info.version, "TLSv1.3")
+
+    @defer.inlineCallbacks
+    def test_good_client_certificate_accepted_tls12(self):
+        """A client certificate from the trusted CA is accepted over TLS 1.2 as well."""
+        port, factory = self.serve(maximum_version="TLSv1.2")
+        server = yield self.assert_accepted(port, factory, pki().client)
+        self.assertEqual(server.info.version, "TLSv1.2")
+
+    @defer.inlineCallbacks
+    def test_client_chain_through_intermediate_accepted(self):
+        """A client certificate issued by an intermediate, sent with it, is accepted."""
+        p = pki()
+        port, factory = self.serve()
+        data, reason, server = yield self.attempt(
+            port, factory, self.client(None, certificate=p.chained_server.cert, private_key=p.chained_server.key)
+        )
+        self.assertEqual(data, REPLY)
+        self.assertEqual(server.peer_certificate, x509.load_der_x509_certificate(p.chained_server.der))
+        self.assertEqual(len(server.info.peer_chain_der), 2)
+
+    @defer.inlineCallbacks
+    def test_no_client_certificate_rejected(self):
+        """A client without a certificate is refused: NoPeerCertificateError on the server, PeerAlertError on the client."""
+        port, factory = self.serve()
+        data, reason, server = yield self.attempt(port, factory, self.client(None))
+        self.assertTrue(server.reason.check(NoPeerCertificateError), server.reason)
+        self.assertIn("sent no certificate", str(server.reason.value))
+        self.assertTrue(reason.check(PeerAlertError), reason)
+        self.assertEqual(reason.value.alert, "certificate required")
+        self.assertEqual((data, b"".join(server.chunks)), (b"", b""))
+        yield self.assert_accepted(port, factory, pki().client)
+
+    @defer.inlineCallbacks
+    def test_foreign_ca_client_rejected(self):
+        """A client certificate from another CA is refused with UntrustedCertificateError (depth 0) on the server."""
+        port, factory = self.serve()
+        data, reason, server = yield self.attempt(port, factory, self.client(foreign_client()))
+        self.assertTrue(server.reason.check(UntrustedCertificateError), server.reason)
+        self.assertEqual(server.reason.value.depth, 0)
+        self.assertIn("unable to get local issuer certificate", str(server.reason.value))
+        self.assertTrue(reason.check(PeerAlertError), reason)
+        self.assertEqual(reason.value.alert, "unknown ca")
+        self.assertEqual((data, b"".join(server.chunks)), (b"", b""))
+        yield self.assert_accepted(port, factory, pki().client)
+
+    @defer.inlineCallbacks
+    def test_expired_client_rejected(self):
+        """An expired client certificate is refused with CertificateExpiredError on the server and the 'certificate expired' alert on the client."""
+        port, factory = self.serve()
+        data, reason, server = yield self.attempt(port, factory, self.client(expired_client()))
+        self.assertTrue(server.reason.check(CertificateExpiredError), server.reason)
+        self.assertEqual(server.reason.value.verify_code, 10)
+        self.assertIn("certificate has expired", str(server.reason.value))
+        self.assertTrue(reason.check(PeerAlertError), reason)
+        self.assertEqual(reason.value.alert, "certificate expired")
+        self.assertEqual((data, b"".join(server.chunks)), (b"", b""))
+        yield self.assert_accepted(port, factory, pki().client)
+
+    @defer.inlineCallbacks
+    def test_optional_client_certificate(self):
+        """With require_client_certificate=False a client without a certificate is served and the server sees none."""
+        port, factory = self.serve(require_client_certificate=False)
+        data, reason, server = yield self.attempt(port, factory, self.client(None))
+        self.assertEqual(data, REPLY)
+        self.assertIsNone(server.peer_certificate)
+        yield self.assert_accepted(port, factory, pki().client)
+
+    @defer.inlineCallbacks
+    def test_optional_client_certificate_still_verified(self):
+        """With require_client_certificate=False a foreign client certificate is still refused with UntrustedCertificateError."""
+        port, factory = self.serve(require_client_certificate=False)
+        data, reason, server = yield self.attempt(port, factory, self.client(foreign_client()))
+        self.assertTrue(server.reason.check(UntrustedCertificateError), server.reason)
+        self.assertEqual(data, b"")
