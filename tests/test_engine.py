@@ -29,6 +29,7 @@ from twistls.errors import (
     EngineStateError,
     HostnameMismatchError,
     NoPeerCertificateError,
+    PeerAlertError,
     ProtocolVersionError,
     TLSError,
     UntrustedCertificateError,
@@ -409,11 +410,14 @@ class VerificationTests(SynchronousTestCase):
 
     def test_untrusted_ca(self) -> None:
         """A certificate from an unknown CA fails with UntrustedCertificateError at depth 0."""
-        error, _ = self._rejected(_server(pki().untrusted_server), _client())
+        error, pair = self._rejected(_server(pki().untrusted_server), _client())
         self.assertIsInstance(error, UntrustedCertificateError)
         self.assertEqual(error.depth, 0)
         self.assertIsNotNone(error.verify_code)
         self.assertIn("depth 0", str(error))
+        server_error = _failure(pair.server_events)  # the client's alert reached the server
+        self.assertIsInstance(server_error, PeerAlertError)
+        self.assertEqual(server_error.alert, "unknown ca")
 
     def test_expired(self) -> None:
         """An expired certificate fails with CertificateExpiredError."""
@@ -421,6 +425,20 @@ class VerificationTests(SynchronousTestCase):
         self.assertIsInstance(error, CertificateExpiredError)
         self.assertEqual(error.verify_code, 10)
         self.assertEqual(error.depth, 0)
+
+    def test_not_yet_valid(self) -> None:
+        """A certificate valid only from tomorrow fails with CertificateNotYetValidError."""
+        import datetime
+
+        from twistls.errors import CertificateNotYetValidError
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        leaf = pki().leaf(
+            "future", pki().ca, "localhost", not_before=now + datetime.timedelta(days=1), not_after=now + datetime.timedelta(days=30)
+        )
+        error, _ = self._rejected(_server(leaf), _client())
+        self.assertIsInstance(error, CertificateNotYetValidError)
+        self.assertEqual(error.verify_code, 9)
 
     def test_wrong_host(self) -> None:
         """A valid certificate for another name fails with HostnameMismatchError and early plaintext never reaches the server."""
