@@ -389,6 +389,14 @@ class StartTLSTests(SynchronousTestCase):
         self.assertRaises(ConfigurationError, TLSWrappingFactory, Factory.forProtocol(Recorder), object())
         self.assertRaises(ConfigurationError, TLSWrappingFactory, Factory.forProtocol(Recorder), None)
 
+    def test_wrapping_factory_refuses_hostnameless_client(self) -> None:
+        """TLSWrappingFactory refuses a verifying client factory without a hostname at construction with ConfigurationError."""
+        factory = ClientContextFactory(cafile=pki().cafile)
+        with self.assertRaises(ConfigurationError) as cm:
+            TLSWrappingFactory(Factory.forProtocol(Recorder), factory, clock=Clock())
+        self.assertIn("hostname", str(cm.exception))
+        TLSWrappingFactory(Factory.forProtocol(Recorder), factory.with_hostname("localhost"), clock=Clock())
+
 
 class WriteAggregationTests(SynchronousTestCase):
     """Many small writes in one turn become few records."""

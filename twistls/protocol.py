@@ -675,6 +675,16 @@ class TLSWrappingFactory(WrappingFactory):
                 "context_factory must be a twistls ClientContextFactory or ServerContextFactory, not "
                 f"{type(context_factory).__name__}"
             )
+        if (
+            getattr(context_factory, "client", False)
+            and getattr(context_factory, "hostname", "") is None
+            and not getattr(context_factory, "insecure_skip_verify", False)
+        ):
+            # Every connection would fail: say so now, not per connection.
+            raise ConfigurationError(
+                "a verifying TLS client needs the hostname to check: pass hostname=... "
+                "(or use with_hostname())"
+            )
         self.context_factory = context_factory
         self.start_tls = bool(start_tls)
         self.allow_truncation = bool(allow_truncation)
