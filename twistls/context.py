@@ -34,10 +34,10 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import idna
-from M2Crypto import m2
+from M2Crypto import BIO, EVP, m2
 
 from twistls import _openssl as _ossl
 from twistls._engine import ContextHandle, TLSEngine
@@ -183,7 +183,59 @@ def _load_trust(handle: ContextHandle, cafile: str | None, capath: str | None, *
         raise _ssl_call_failed(f"could not load the {what} CA certificates from {cafile or capath!r}")
 
 
-def _load_identity(handle: ContextHandle, certificate: str, private_key: str | None) -> None:
+Passphrase = Union[bytes, str, Callable[[], Union[bytes, str]]]
+
+
+def _passphrase_bytes(passphrase: Passphrase | None) -> bytes | None:
+    if passphrase is None:
+        return None
+    value = passphrase() if callable(passphrase) else passphrase
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if not isinstance(value, (bytes, bytearray)):
+        raise ConfigurationError("passphrase must be bytes, str, or a callable returning one of them")
+    return bytes(value)
+
+
+def _use_private_key(handle: ContextHandle, key_path: str, passphrase: Passphrase | None) -> None:
+    """Load the key through OpenSSL with a password callback that never
+    prompts on a terminal: an encrypted key needs ``passphrase``."""
+    try:
+        with open(key_path, "rb") as f:
+            pem = f.read()
+    except OSError as exc:
+        raise ConfigurationError(f"could not read the private key file {key_path!r}: {exc.strerror}") from None
+    secret = _passphrase_bytes(passphrase)
+    asked: list[int] = []
+
+    def callback(*_: object) -> bytes:  # OpenSSL calls it only for an encrypted key
+        asked.append(1)
+        return secret or b""
+
+    bio = BIO.MemoryBuffer(pem)
+    del pem
+    try:
+        pkey = EVP.PKey(m2.pkey_read_pem(bio._ptr(), callback), 1)
+    except Exception:
+        _ossl.drain_errors()
+        if asked and secret is None:
+            raise ConfigurationError(
+                f"the private key in {key_path!r} is encrypted: give passphrase=... (bytes, str or a callable)"
+            ) from None
+        if asked:
+            raise ConfigurationError(f"could not decrypt the private key in {key_path!r}: wrong passphrase?") from None
+        raise ConfigurationError(f"no readable PEM private key in {key_path!r}") from None
+    finally:
+        bio.close()
+    try:
+        m2.ssl_ctx_use_pkey_privkey(handle.ptr, pkey.pkey)
+    finally:
+        del pkey
+
+
+def _load_identity(
+    handle: ContextHandle, certificate: str, private_key: str | None, passphrase: Passphrase | None = None
+) -> None:
     cert_path = _require_file(certificate, "certificate file")
     key_path = _require_file(private_key, "private key file") if private_key else cert_path
     _ossl.ERR_clear_error()
@@ -193,7 +245,9 @@ def _load_identity(handle: ContextHandle, certificate: str, private_key: str | N
         _ossl.drain_errors()
         raise ConfigurationError(f"could not load the certificate chain from {cert_path!r}: {exc}") from None
     try:
-        m2.ssl_ctx_use_privkey(handle.ptr, key_path)
+        _use_private_key(handle, key_path, passphrase)
+    except ConfigurationError:
+        raise
     except Exception as exc:
         _ossl.drain_errors()
         if "mismatch" in str(exc):  # OpenSSL checks the pair while loading the key
@@ -390,6 +444,9 @@ class ClientContextFactory(_ContextFactory):
         verify_depth: maximum chain length below the trust anchor (default 9).
         certificate: PEM client certificate (chain) for mutual TLS.
         private_key: PEM key for ``certificate`` (default: in the same file).
+        passphrase: for an encrypted private key: bytes, str, or a callable
+            returning one (called at each load).  An encrypted key without
+            it is a ConfigurationError; OpenSSL never prompts on a terminal.
         allow_common_name: legacy: accept a commonName match on certificates
             with no subjectAltName extension at all.
         pins: SHA-256 SPKI pins (see :class:`~twistls.checker.Checker`).
@@ -432,6 +489,7 @@ class ClientContextFactory(_ContextFactory):
         verify_depth: int = DEFAULT_VERIFY_DEPTH,
         certificate: str | os.PathLike[str] | None = None,
         private_key: str | os.PathLike[str] | None = None,
+        passphrase: Passphrase | None = None,
         allow_common_name: bool = False,
         pins: Sequence[str] = (),
         minimum_version: str = "TLSv1.2",
@@ -479,7 +537,9 @@ class ClientContextFactory(_ContextFactory):
                 what="trusted",
             )
         if certificate is not None:
-            _load_identity(handle, os.fspath(certificate), None if private_key is None else os.fspath(private_key))
+            _load_identity(
+                handle, os.fspath(certificate), None if private_key is None else os.fspath(private_key), passphrase
+            )
         elif private_key is not None:
             raise ConfigurationError("private_key given without certificate")
         _load_crls(handle, crl_files, crl_check)
@@ -559,6 +619,9 @@ class ServerContextFactory(_ContextFactory):
         certificate: PEM file with the server certificate followed by its
             intermediates.
         private_key: PEM key file (default: the key is in ``certificate``).
+        passphrase: for an encrypted private key (all keys of this factory):
+            bytes, str, or a callable returning one (called at each load and
+            :meth:`reload`).  Never logged nor put in error messages.
         client_cafile: PEM file of CAs that client certificates must chain
             to; enables client certificates.
         client_capath: hashed directory of such CAs.
@@ -601,6 +664,7 @@ class ServerContextFactory(_ContextFactory):
         certificate: str | os.PathLike[str],
         private_key: str | os.PathLike[str] | None = None,
         *,
+        passphrase: Passphrase | None = None,
         client_cafile: str | os.PathLike[str] | None = None,
         client_capath: str | os.PathLike[str] | None = None,
         require_client_certificate: bool = True,
@@ -626,6 +690,7 @@ class ServerContextFactory(_ContextFactory):
         _check_depth(verify_depth)
         self.certificate = os.fspath(certificate)
         self.private_key = None if private_key is None else os.fspath(private_key)
+        self._passphrase = passphrase
         self.client_cafile = None if client_cafile is None else os.fspath(client_cafile)
         self.client_capath = None if client_capath is None else os.fspath(client_capath)
         self.require_client_certificate = bool(require_client_certificate)
@@ -690,7 +755,7 @@ class ServerContextFactory(_ContextFactory):
 
     def _make_one(self, certificate: str, private_key: str | None) -> ContextHandle:
         handle = _build(self.protocol, server=True)
-        _load_identity(handle, certificate, private_key)
+        _load_identity(handle, certificate, private_key, self._passphrase)
         # One session ID context for the factory, whichever certificate SNI picks.
         sid = hashlib.sha256(b"twistls:" + os.fsencode(self.certificate)).digest()[:32]
         _ossl.SSL_CTX_set_session_id_context(handle.address, sid, len(sid))
