@@ -189,10 +189,12 @@ def openssl_client(testcase: Any, port: int, *extra: str, stdin: bytes = b"", ti
                  stdin=stdin, close_stdin=True, timeout=timeout)
 
 
-def python_ssl_server(testcase: Any, context: _ssl.SSLContext, *, reply: bytes = b"") -> tuple[int, defer.Deferred[Any]]:
+def python_ssl_server(testcase: Any, context: _ssl.SSLContext, *, reply: bytes = b"",
+                      close_notify: bool = True) -> tuple[int, defer.Deferred[Any]]:
     """A one-connection Python ``ssl`` server in a thread.  It reads a line and
-    answers ``reply + line``.  The Deferred fires with a dict: ``version``,
-    ``cipher``, ``received``, ``error`` (the exception, or ``None``)."""
+    answers ``reply + line``, then closes (with close_notify unless told not
+    to).  The Deferred fires with a dict: ``version``, ``cipher``,
+    ``received``, ``error`` (the exception, or ``None``)."""
     listener = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -220,10 +222,11 @@ def python_ssl_server(testcase: Any, context: _ssl.SSLContext, *, reply: bytes =
                     data += chunk
                 result["received"] = data
                 tls.sendall(reply + data)
-                try:
-                    tls.unwrap()
-                except (OSError, ValueError):
-                    pass
+                if close_notify:
+                    try:
+                        tls.unwrap()
+                    except (OSError, ValueError):
+                        pass
         except Exception as exc:
             result["error"] = exc
         finally:
@@ -234,14 +237,17 @@ def python_ssl_server(testcase: Any, context: _ssl.SSLContext, *, reply: bytes =
 
 
 def python_ssl_client(context: _ssl.SSLContext, port: int, payload: bytes, *, server_hostname: str | None = "localhost") -> defer.Deferred[Any]:
-    """A Python ``ssl`` client in a thread: send ``payload``, read until EOF.
-    Fires with a dict: ``version``, ``cipher``, ``received``, ``error``."""
+    """A Python ``ssl`` client in a thread: send ``payload``, read until the
+    server's close_notify (an EOF without one is an ``ssl.SSLEOFError``).
+    Fires with a dict: ``version``, ``cipher``, ``received``, ``error``,
+    ``peer_cert`` (DER or ``None``)."""
 
     def run() -> dict[str, Any]:
-        result: dict[str, Any] = {"version": None, "cipher": None, "received": b"", "error": None}
+        result: dict[str, Any] = {"version": None, "cipher": None, "received": b"", "error": None, "peer_cert": None}
         try:
             with _socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
-                with context.wrap_socket(raw, server_hostname=server_hostname) as tls:
+                with context.wrap_socket(raw, server_hostname=server_hostname, suppress_ragged_eofs=False) as tls:
+                    result["peer_cert"] = tls.getpeercert(binary_form=True)
                     result["version"] = tls.version()
                     result["cipher"] = tls.cipher()[0]
                     tls.sendall(payload)

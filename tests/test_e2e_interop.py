@@ -8,6 +8,7 @@ with the specific twistls error type.
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 
@@ -19,6 +20,7 @@ from twisted.trial.unittest import TestCase
 from twistls import (
     CertificateExpiredError,
     ClientContextFactory,
+    ConnectionTruncatedError,
     HostnameMismatchError,
     PeerAlertError,
     ProtocolVersionError,
@@ -216,6 +218,19 @@ class PythonSSLServerTests(TestCase):
         return self.check("TLSv1.2", ssl.TLSVersion.TLSv1_2)
 
     @defer.inlineCallbacks
+    def test_close_without_close_notify_is_truncation(self):
+        """A Python ssl server that drops the socket without close_notify ends the twistls client with ConnectionTruncatedError, after the data."""
+        port, served = python_ssl_server(self, self.context(pki().server), reply=b"PY ", close_notify=False)
+        collector = Collector(b"hello from twistls\n")  # reads until the server ends
+        connect_tls(client_cf(), port, collector)
+        data, reason = yield bounded(collector.done, 30, "twistls client against Python ssl")
+        result = yield bounded(served, 30, "Python ssl server thread")
+        self.assertIsNone(result["error"])
+        self.assertEqual(data, b"PY hello from twistls\n")
+        self.assertTrue(reason.check(ConnectionTruncatedError), reason)
+        self.assertIn("close_notify", str(reason.value))
+
+    @defer.inlineCallbacks
     def test_expired_server_rejected(self):
         """A Python ssl server with an expired certificate is rejected with CertificateExpiredError."""
         data, reason, result, _ = yield self.round_trip(pki().expired_server)
@@ -278,7 +293,7 @@ class TwistedTLSServerTests(TestCase):
     timeout = 60
 
     @defer.inlineCallbacks
-    def exchange(self, hostname: str):  # type: ignore[no-untyped-def]
+    def exchange(self, hostname: str, payload: bytes = b"hello over pyOpenSSL\n"):  # type: ignore[no-untyped-def]
         from tests._e2e import Echo
 
         p = pki()
@@ -291,7 +306,6 @@ class TwistedTLSServerTests(TestCase):
 
         listening = reactor.listenSSL(0, protocol.Factory.forProtocol(Recording), options, interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
-        payload = b"hello over pyOpenSSL\n"
         collector = Collector(payload, expect=len(payload))
         connect_tls(client_cf(hostname), listening.getHost().port, collector)
         data, reason = yield bounded(collector.done, 30, "twistls client against Twisted TLS")
@@ -308,6 +322,14 @@ class TwistedTLSServerTests(TestCase):
         self.assertEqual(info.version, "TLSv1.3")
         self.assertEqual(handle.get_protocol_version_name(), info.version)
         self.assertEqual(handle.get_cipher_name(), info.cipher)
+
+    @defer.inlineCallbacks
+    def test_large_echo(self):
+        """4 MiB written by a twistls client come back intact from Twisted's TLS echo server."""
+        data, reason, collector, _, payload = yield self.exchange("localhost", os.urandom(4 << 20))
+        self.assertEqual(len(data), len(payload))
+        self.assertEqual(data, payload)
+        self.assertTrue(reason.check(ConnectionDone), reason)
 
     @defer.inlineCallbacks
     def test_wrong_hostname_rejected(self):
@@ -348,6 +370,20 @@ class TwistedTLSClientTests(TestCase):
         self.assertEqual(handle.get_protocol_version_name(), server_proto.info.version)
         self.assertEqual(handle.get_cipher_name(), server_proto.info.cipher)
         self.assertTrue(server_proto.reason.check(ConnectionDone), server_proto.reason)
+
+    @defer.inlineCallbacks
+    def test_large_echo(self):
+        """4 MiB written by Twisted's TLS client come back intact from a twistls echo server."""
+        from tests._e2e import Echo
+
+        port, _ = listen_tls(self, server_cf(), proto=Echo)
+        options = tssl.optionsForClientTLS("localhost", trustRoot=tssl.Certificate.loadPEM(read(pki().cafile)))
+        payload = os.urandom(4 << 20)
+        collector = Collector(payload, expect=len(payload))
+        reactor.connectSSL("127.0.0.1", port, protocol.ClientFactory.forProtocol(lambda: collector), options)
+        data, reason = yield bounded(collector.done, 50, "Twisted TLS client large echo")
+        self.assertEqual(len(data), len(payload))
+        self.assertEqual(data, payload)
 
     @defer.inlineCallbacks
     def test_client_distrusting_server_alerts_it(self):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import ssl
 from typing import Any
 
 from cryptography import x509
@@ -25,7 +26,16 @@ from twistls import (
     ServerContextFactory,
     UntrustedCertificateError,
 )
-from tests._e2e import Collector, LineEcho, bounded, connect_tls, listen_tls
+from tests._e2e import (
+    Collector,
+    LineEcho,
+    bounded,
+    connect_tls,
+    listen_tls,
+    openssl_client,
+    openssl_server,
+    python_ssl_client,
+)
 from tests._pki import Leaf, pki
 
 LINE = b"who am I?\n"
@@ -181,4 +191,103 @@ class MutualTLSTests(TestCase):
         port, factory = self.serve(require_client_certificate=False)
         data, reason, server = yield self.attempt(port, factory, self.client(foreign_client()))
         self.assertTrue(server.reason.check(UntrustedCertificateError), server.reason)
+        self.assertEqual(data, b"")
+
+
+class MutualTLSInteropTests(TestCase):
+    """Client certificates across TLS stacks: openssl and Python ``ssl`` clients
+    against a twistls server, and a twistls client against ``openssl s_server``."""
+
+    timeout = 60
+
+    def serve(self) -> tuple[int, Any]:
+        p = pki()
+        return listen_tls(self, ServerContextFactory(p.server.cert, p.server.key, client_cafile=p.cafile),
+                          proto=PeerRecordingEcho)
+
+    @defer.inlineCallbacks
+    def s_client(self, *args: str):  # type: ignore[no-untyped-def]
+        port, factory = self.serve()
+        run = openssl_client(self, port, "-CAfile", pki().cafile, "-ign_eof", *args, stdin=LINE)
+        code = yield bounded(run.ended, 30, "openssl s_client")
+        server = factory.instances[0]
+        yield bounded(server.lost, 10, "server end")
+        return run, code, server
+
+    @defer.inlineCallbacks
+    def test_s_client_with_certificate_accepted(self):
+        """openssl s_client presenting a good client certificate is served, and the server sees that certificate."""
+        p = pki()
+        run, code, server = yield self.s_client("-cert", p.client.cert, "-key", p.client.key)
+        self.assertEqual(code, 0, run.output)
+        self.assertIn(REPLY, run.output)
+        self.assertEqual(server.peer_certificate, x509.load_der_x509_certificate(p.client.der))
+
+    @defer.inlineCallbacks
+    def test_s_client_without_certificate_rejected(self):
+        """openssl s_client without a client certificate is refused with NoPeerCertificateError on the server."""
+        run, code, server = yield self.s_client()
+        self.assertNotIn(REPLY, run.output)
+        self.assertIn(b"certificate required", run.output)
+        self.assertTrue(server.reason.check(NoPeerCertificateError), server.reason)
+        self.assertEqual(b"".join(server.chunks), b"")
+
+    @defer.inlineCallbacks
+    def python_client(self, leaf: Leaf):  # type: ignore[no-untyped-def]
+        port, factory = self.serve()
+        ctx = ssl.create_default_context(cafile=pki().cafile)
+        ctx.load_cert_chain(leaf.cert, leaf.key)
+        result = yield bounded(python_ssl_client(ctx, port, LINE), 30, "Python ssl client")
+        server = factory.instances[0]
+        yield bounded(server.lost, 10, "server end")
+        return result, server
+
+    @defer.inlineCallbacks
+    def test_python_client_with_certificate_accepted(self):
+        """A Python ssl client presenting a good client certificate is served and identified by its subject."""
+        p = pki()
+        result, server = yield self.python_client(p.client)
+        self.assertIsNone(result["error"])
+        self.assertEqual(result["received"], REPLY)
+        expected = x509.load_der_x509_certificate(p.client.der)
+        self.assertEqual(server.peer_certificate.subject, expected.subject)
+
+    @defer.inlineCallbacks
+    def test_python_client_with_foreign_certificate_rejected(self):
+        """A Python ssl client presenting a certificate from another CA is refused with UntrustedCertificateError."""
+        result, server = yield self.python_client(foreign_client())
+        self.assertIsNotNone(result["error"])
+        self.assertEqual(result["received"], b"")
+        self.assertTrue(server.reason.check(UntrustedCertificateError), server.reason)
+
+    @defer.inlineCallbacks
+    def fetch_from_s_server(self, cf: ClientContextFactory):  # type: ignore[no-untyped-def]
+        p = pki()
+        port, _run = yield openssl_server(
+            self, "-www", "-Verify", "1", "-verify_return_error", "-CAfile", p.cafile, cert=p.server.cert, key=p.server.key
+        )
+        collector = Collector(b"GET / HTTP/1.0\r\n\r\n")
+        connect_tls(cf, port, collector)
+        result = yield bounded(collector.done, 30, "twistls client against s_server -Verify")
+        return result
+
+    @defer.inlineCallbacks
+    def test_twistls_client_certificate_accepted_by_s_server(self):
+        """s_server -Verify accepts a twistls client's certificate and shows its subject on the status page."""
+        p = pki()
+        cf = ClientContextFactory("localhost", cafile=p.cafile, certificate=p.client.cert, private_key=p.client.key)
+        data, reason = yield self.fetch_from_s_server(cf)
+        self.assertTrue(reason.check(ConnectionDone), reason)
+        self.assertIn(b"HTTP/1.0 200 ok", data)
+        self.assertIn(b"Client certificate", data)
+        subject = x509.load_der_x509_certificate(p.client.der).subject
+        ou = subject.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value
+        self.assertIn(ou.encode(), data)
+
+    @defer.inlineCallbacks
+    def test_twistls_client_without_certificate_refused_by_s_server(self):
+        """s_server -Verify refuses a twistls client without a certificate, which fails with PeerAlertError."""
+        data, reason = yield self.fetch_from_s_server(ClientContextFactory("localhost", cafile=pki().cafile))
+        self.assertTrue(reason.check(PeerAlertError), reason)
+        self.assertEqual(reason.value.alert, "certificate required")
         self.assertEqual(data, b"")

@@ -14,9 +14,9 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from twisted.internet import defer
-from twisted.internet.error import ConnectionDone
-from twisted.trial.unittest import TestCase
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.trial.unittest import SkipTest, TestCase
 
 from twistls import (
     CertificateExpiredError,
@@ -29,6 +29,7 @@ from twistls import (
     ProtocolVersionError,
     ServerContextFactory,
     TLSError,
+    TLSWrappingFactory,
     UntrustedCertificateError,
     spki_sha256,
 )
@@ -100,6 +101,28 @@ class RejectionTests(TestCase):
         self.assertIn("'127.0.0.2'", str(reason.value))
         self.assertIn("IP:127.0.0.1", str(reason.value))
         yield self.assert_served(port, client_cf("127.0.0.1"))
+
+    @defer.inlineCallbacks
+    def test_wrong_ipv6_address(self):
+        """Over ::1 a client expecting ::2 fails with HostnameMismatchError, and a client expecting ::1 is served."""
+        p = pki()
+        factory = protocol.Factory.forProtocol(LineEcho)
+        factory.instances = []  # type: ignore[attr-defined]
+        try:
+            listening = reactor.listenTCP(
+                0, TLSWrappingFactory(factory, ServerContextFactory(p.server.cert, p.server.key)), interface="::1"
+            )
+        except CannotListenError as exc:
+            raise SkipTest(f"no IPv6 loopback: {exc}")
+        self.addCleanup(listening.stopListening)
+        port = listening.getHost().port
+        data, reason = yield self.attempt(port, client_cf("::2"), host="::1")
+        self.assertTrue(reason.check(HostnameMismatchError), reason)
+        self.assertIn("'::2'", str(reason.value))
+        self.assertIn("IP:::1", str(reason.value))
+        data, reason = yield self.attempt(port, client_cf("[::1]"), host="::1")
+        self.assertEqual(data, REPLY)
+        self.assertTrue(reason.check(ConnectionDone), reason)
 
     @defer.inlineCallbacks
     def test_expired_certificate(self):
