@@ -568,6 +568,41 @@ class FragmentationTests(SynchronousTestCase):
         self.assertEqual(pair.received("client"), b"".join(reversed(writes)))
         self.assertNotIn(Failed, _kinds(pair.client_events) + _kinds(pair.server_events))
 
+    @settings(max_examples=40, deadline=None)
+    @given(cut=st.integers(min_value=0, max_value=20_000), tls12=st.booleans())
+    def test_eof_anywhere_ends_cleanly(self, cut: int, tls12: bool) -> None:
+        """An EOF after any prefix of the server's stream gives the client exactly one terminal event, never an exception, and plaintext that is a prefix of what was sent."""
+        server = _server(maximum_version="TLSv1.2") if tls12 else _server()
+        pair = _pair(server)
+        payload = bytes(range(256)) * 40
+        pair.server.send_plaintext(payload)
+        pair.start()
+        delivered = 0
+        for _ in range(100):
+            out = pair.client.bytes_to_send()
+            if out:
+                pair.server_events += pair.server.receive_bytes(out)
+            if pair.server.handshake_done and not pair.server.peer_closed:
+                pair.server.close()  # payload, then close_notify
+            back = pair.server.bytes_to_send()[: max(0, cut - delivered)]
+            if not back and not out:
+                break
+            delivered += len(back)
+            if back:
+                pair.client_events += pair.client.receive_bytes(back)
+        pair.client_events += pair.client.receive_bytes(b"")
+        kinds = _kinds(pair.client_events)
+        terminal = [k for k in kinds if k in (Truncated, Failed, CloseNotifyReceived)]
+        self.assertEqual(len(terminal), 1, pair.client_events)
+        self.assertIn(kinds[-1], (Truncated, Failed, CloseNotifyReceived))
+        data = pair.received("client")
+        self.assertTrue(payload.startswith(data))
+        if kinds[-1] is CloseNotifyReceived:
+            self.assertEqual(data, payload)
+        if HandshakeCompleted not in kinds:
+            self.assertEqual(data, b"")
+            self.assertIs(kinds[-1], Failed)
+
     @settings(max_examples=25, deadline=None)
     @given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
     def test_arbitrary_bit_flip_fails(self, position: int, bit: int) -> None:
