@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime
+import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -209,7 +210,7 @@ def verify_certificate(
     store_ctx = _ossl.X509_STORE_CTX_new()
     if not store_ctx:
         raise ConfigurationError("OpenSSL could not allocate an X509_STORE_CTX")
-    built: list[x509.Certificate] = []
+    built_der: list[bytes] = []
     try:
         _ossl.ERR_clear_error()
         if _ossl.X509_STORE_CTX_init(store_ctx, store, int(leaf._ptr()), int(untrusted._ptr())) != 1:
@@ -232,16 +233,22 @@ def verify_certificate(
             found.append((code, _ossl.X509_STORE_CTX_get_error_depth(store_ctx), ""))
         _ossl.drain_errors()
         result.problems.extend(_chain_error(c, d, s) for c, d, s in found)
-        stack = _m2_chain(store_ctx)
-        built = [x509.load_der_x509_certificate(der) for der in stack]
+        built_der = _m2_chain(store_ctx)
     finally:
         _problems.pop(store_ctx, None)
         _ossl.X509_STORE_CTX_free(store_ctx)
         factory._handle.free()
-    result.chain = built or certs
+    result.chain = [x509.load_der_x509_certificate(der) for der in built_der] or certs
+    # The Checker the client would run after the handshake, on the chain the
+    # server would send (and the chain OpenSSL built, for name constraints).
+    checker = getattr(factory, "_checker", None) or Checker(hostname=hostname, allow_common_name=allow_common_name)
+    sent = [c.public_bytes(serialization.Encoding.DER) for c in certs]
     try:
-        Checker(hostname=hostname, allow_common_name=allow_common_name).check_hostname(certs[0])
-    except VerificationError as exc:  # HostnameMismatchError
+        if "verified_chain" in inspect.signature(checker.check).parameters:
+            checker.check(sent, verified_chain=built_der or None)
+        else:
+            checker.check(sent)
+    except VerificationError as exc:
         result.problems.append(exc)
     return result
 
