@@ -252,6 +252,18 @@ class CheckerMiscTests(SynchronousTestCase):
         """An empty expected hostname raises ConfigurationError at construction."""
         self.assertRaises(ConfigurationError, Checker, "  ")
 
+    def test_invalid_hostnames_rejected(self) -> None:
+        """Expected hostnames that are not valid DNS names raise ConfigurationError at construction, not at check time."""
+        for bad in ("*.example.com", "exa mple.com", ".", "[a.example]", "\u200b.example"):
+            with self.assertRaises(ConfigurationError, msg=bad) as cm:
+                Checker(bad)
+            self.assertIn(repr(bad), str(cm.exception))
+
+    def test_valid_hostnames_accepted(self) -> None:
+        """DNS names, U-labels and IP literals (bracketed or not) are accepted at construction."""
+        for good in ("a.example", "a.example.", "bücher.example", "localhost", "192.0.2.1", "::1", "[::1]"):
+            Checker(good)
+
     def test_no_hostname_checks_nothing(self) -> None:
         """A Checker without hostname or pins accepts any certificate."""
         Checker().check([_cert("x", "DNS:a.example")])

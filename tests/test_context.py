@@ -372,6 +372,9 @@ class ConfigurationErrorTests(SynchronousTestCase):
         """A hostname that is not a str, or is empty, is refused."""
         self.assertConfigError(lambda: _client(b"localhost"))  # type: ignore[arg-type]
         self.assertConfigError(lambda: _client(""))
+        self.assertConfigError(lambda: _client("exa mple.com"), "not a valid DNS name")
+        self.assertConfigError(lambda: _client("*.example.com"), "not a valid DNS name")
+        self.assertConfigError(lambda: _client("localhost").with_hostname("bad name"), "not a valid DNS name")
 
     def test_bad_pins(self) -> None:
         """A malformed pin is refused by the client factory."""

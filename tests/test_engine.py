@@ -483,6 +483,22 @@ class VerificationTests(SynchronousTestCase):
             self.assertEqual(error.depth, depth + 1)
             self.assertIsInstance(_failure(pair.server_events), TLSError)
 
+    def test_verifier_bug_fails_closed(self) -> None:
+        """A verifier raising something other than TLSError gives a Failed event, not an exception, and withholds early plaintext."""
+
+        def broken(engine: TLSEngine) -> None:
+            raise KeyError("bug")
+
+        client = TLSEngine(_client()._handle, client=True, server_hostname="localhost", verifier=broken)
+        pair = EnginePair(client, _server().create_engine())
+        pair.client.send_plaintext(b"SECRET")
+        pair.start()
+        pair.pump()
+        error = _failure(pair.client_events)
+        self.assertIsInstance(error, TLSError)
+        self.assertIsInstance(error.__cause__, KeyError)
+        self.assertEqual(pair.received("server"), b"")
+
     def test_mtls_client_certificate_accepted(self) -> None:
         """A server requiring client certificates accepts a client presenting one from its CA."""
         p = pki()

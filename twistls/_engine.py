@@ -509,6 +509,11 @@ class TLSEngine:
             except TLSError as exc:
                 self._fail(exc, events, discard_output=True)
                 return
+            except Exception as exc:  # a verifier bug must not escape receive_bytes, nor let the peer in
+                error = TLSError(f"the certificate check failed unexpectedly: {exc!r}")
+                error.__cause__ = exc
+                self._fail(error, events, discard_output=True)
+                return
         events.append(HandshakeCompleted())
         self._flush_pending()
 

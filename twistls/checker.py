@@ -144,6 +144,11 @@ class Checker:
     def __post_init__(self) -> None:
         if self.hostname is not None and not self.hostname.strip():
             raise ConfigurationError("the expected hostname is empty")
+        if self.hostname is not None and parse_ip(self.hostname) is None:
+            try:  # refuse now what service-identity would raise ValueError for at handshake time
+                DNS_ID(self.hostname.rstrip("."))
+            except ValueError as exc:  # idna's errors are ValueErrors too
+                raise ConfigurationError(f"the expected hostname {self.hostname!r} is not a valid DNS name: {exc}") from None
         object.__setattr__(self, "pins", tuple(_normalise_pin(p) for p in self.pins))
 
     def check(self, chain_der: Sequence[bytes]) -> None:
