@@ -96,6 +96,25 @@ class OpenSSLServerTests(TestCase):
         return self.check_status("TLSv1.2", "-tls1_2")
 
     @defer.inlineCallbacks
+    def test_write_then_close_before_handshake(self):
+        """Data written and loseConnection called in connectionMade reach s_server after the handshake, followed by close_notify."""
+        p = pki()
+        port, run = yield openssl_server(self, cert=p.server.cert, key=p.server.key)
+
+        class WriteAndClose(Collector):
+            def connectionMade(self) -> None:
+                super().connectionMade()
+                self.transport.loseConnection()
+
+        collector = WriteAndClose(b"written before the handshake\n")
+        connect_tls(client_cf(), port, collector)
+        data, reason = yield bounded(collector.done, 30, "twistls client write-and-close")
+        yield bounded(run.ended, 30, "s_server exit")
+        self.assertIn(b"written before the handshake", run.output)
+        self.assertIn(b"DONE", run.output)  # s_server saw close_notify (SSL_read returned 0)
+        self.assertTrue(reason.check(ConnectionDone), reason)
+
+    @defer.inlineCallbacks
     def test_untrusted_server_rejected(self):
         """An s_server certificate from an unknown CA fails with UntrustedCertificateError and no data flows."""
         data, reason, _ = yield self.fetch_status(leaf=pki().untrusted_server)

@@ -151,6 +151,16 @@ class MutualTLSTests(TestCase):
         yield self.assert_accepted(port, factory, pki().client)
 
     @defer.inlineCallbacks
+    def test_no_client_certificate_rejected_tls12(self):
+        """Over TLS 1.2 a client without a certificate is refused during the handshake: NoPeerCertificateError on the server, PeerAlertError on the client."""
+        port, factory = self.serve(maximum_version="TLSv1.2")
+        data, reason, server = yield self.attempt(port, factory, self.client(None))
+        self.assertTrue(server.reason.check(NoPeerCertificateError), server.reason)
+        self.assertTrue(reason.check(PeerAlertError), reason)
+        self.assertEqual((data, b"".join(server.chunks)), (b"", b""))
+        yield self.assert_accepted(port, factory, pki().client)
+
+    @defer.inlineCallbacks
     def test_foreign_ca_client_rejected(self):
         """A client certificate from another CA is refused with UntrustedCertificateError (depth 0) on the server."""
         port, factory = self.serve()

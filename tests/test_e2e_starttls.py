@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 
 from twisted.internet import defer, protocol, reactor
+from twisted.internet import ssl as tssl
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport, ITLSTransport
 from twisted.mail import smtp
@@ -215,10 +216,16 @@ class SMTPStartTLSTests(TestCase):
 
     MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: twistls\r\n\r\nHello over STARTTLS.\r\n"
 
-    @defer.inlineCallbacks
     def send(self, cafile: str):  # type: ignore[no-untyped-def]
-        server_factory = _ESMTPServerFactory(server_cf())
-        port = reactor.listenTCP(0, TLSWrappingFactory(server_factory, None, start_tls=True), interface="127.0.0.1")
+        return self.send_with(server_cf(), ClientContextFactory("localhost", cafile=cafile))
+
+    @defer.inlineCallbacks
+    def send_with(self, server_context, client_context, *, twistls_server=True, twistls_client=True):  # type: ignore[no-untyped-def]
+        """Send MESSAGE from an ESMTP sender to an ESMTP server; each side runs
+        behind a twistls STARTTLS wrapper or on Twisted's own TCP startTLS."""
+        server_factory = _ESMTPServerFactory(server_context)
+        listening = TLSWrappingFactory(server_factory, None, start_tls=True) if twistls_server else server_factory
+        port = reactor.listenTCP(0, listening, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         result: defer.Deferred[object] = defer.Deferred()
         sender = _RecordingSenderFactory(
@@ -229,11 +236,12 @@ class SMTPStartTLSTests(TestCase):
             io.BytesIO(self.MESSAGE),
             result,
             retries=0,
-            contextFactory=ClientContextFactory("localhost", cafile=cafile),
+            contextFactory=client_context,
             requireAuthentication=False,
             requireTransportSecurity=True,
         )
-        reactor.connectTCP("127.0.0.1", port.getHost().port, TLSWrappingFactory(sender, None, start_tls=True))
+        connecting = TLSWrappingFactory(sender, None, start_tls=True) if twistls_client else sender
+        reactor.connectTCP("127.0.0.1", port.getHost().port, connecting)
         try:
             outcome = yield bounded(result, 30, "ESMTP send")
         except smtp.SMTPClientError as exc:
@@ -276,3 +284,48 @@ class SMTPStartTLSTests(TestCase):
         server_reason = server.reason
         self.assertTrue(server_reason.check(PeerAlertError), server_reason)
         self.assertEqual(server_reason.value.alert, "unknown ca")
+
+    @defer.inlineCallbacks
+    def test_twisted_tls_sender_to_twistls_server(self):
+        """Twisted's ESMTP sender using Twisted's own TLS upgrades a twistls-wrapped ESMTP server and delivers."""
+        trust = tssl.Certificate.loadPEM(read(pki().cafile))
+        options = tssl.optionsForClientTLS("localhost", trustRoot=trust)
+        outcome, server, mailbox, sender = yield self.send_with(server_cf(), options, twistls_client=False)
+        self.assertEqual(outcome[0], 1)
+        self.assertEqual(len(mailbox), 1)
+        self.assertIn(b"Hello over STARTTLS.", mailbox[0])
+        info = server.transport.connection_info()
+        self.assertEqual(info.version, "TLSv1.3")
+        handle = sender.built.transport.getHandle()
+        self.assertEqual(handle.get_cipher_name(), info.cipher)
+
+    @defer.inlineCallbacks
+    def test_twistls_sender_to_twisted_tls_server(self):
+        """A twistls-wrapped ESMTP sender upgrades Twisted's own ESMTP server (pyOpenSSL) and delivers."""
+        options = tssl.PrivateCertificate.loadPEM(read(pki().server.chain)).options()
+        outcome, server, mailbox, sender = yield self.send_with(
+            options, ClientContextFactory("localhost", cafile=pki().cafile), twistls_server=False
+        )
+        self.assertEqual(outcome[0], 1)
+        self.assertEqual(len(mailbox), 1)
+        self.assertTrue(server.startedTLS)
+        info = sender.built.transport.connection_info()
+        self.assertTrue(info.verified)
+        self.assertEqual(server.transport.getHandle().get_cipher_name(), info.cipher)
+
+    @defer.inlineCallbacks
+    def test_twistls_sender_refuses_twisted_tls_server_with_wrong_name(self):
+        """A twistls sender expecting another name refuses Twisted's ESMTP server with HostnameMismatchError; nothing is delivered."""
+        options = tssl.PrivateCertificate.loadPEM(read(pki().server.chain)).options()
+        outcome, server, mailbox, _ = yield self.send_with(
+            options, ClientContextFactory("mail.example", cafile=pki().cafile), twistls_server=False
+        )
+        self.assertIsInstance(outcome, smtp.SMTPClientError)
+        self.assertIsInstance(outcome.__cause__, HostnameMismatchError)
+        self.assertIn("mail.example", str(outcome.__cause__))
+        self.assertEqual(mailbox, [])
+
+
+def read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
