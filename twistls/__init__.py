@@ -34,6 +34,8 @@ _ERRORS = (
     "NoPeerCertificateError",
     "HostnameMismatchError",
     "PinMismatchError",
+    "NameConstraintsError",
+    "CertificatePurposeError",
 )
 
 _WHERE: dict[str, str] = {
@@ -82,6 +84,8 @@ if TYPE_CHECKING:  # pragma: no cover
         NoPeerCertificateError,
         PeerAlertError,
         PinMismatchError,
+        NameConstraintsError,
+        CertificatePurposeError,
         ProtocolVersionError,
         TLSError,
         TwistlsError,

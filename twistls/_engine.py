@@ -446,6 +446,11 @@ class TLSEngine:
         finally:
             m2.x509_free(x509)
 
+    def verified_chain_der(self) -> list[bytes]:
+        """The chain OpenSSL verified, in DER: the peer's certificate first,
+        the trust anchor last (empty when verification is off)."""
+        return _ossl.verified_chain_der(self._address)
+
     def peer_chain_der(self) -> list[bytes]:
         """The certificates the peer sent, in DER, its own certificate first."""
         chain: list[bytes] = []

@@ -665,3 +665,29 @@ def forget_ctx(address: int) -> None:
     alpn_by_ctx.pop(address, None)
     sni_maps.pop(address, None)
     keylog_files.pop(address, None)
+
+
+# --- the verified chain (for the Checker's name-constraint and purpose checks) ---
+SSL_get0_verified_chain = _fn(libssl, "SSL_get0_verified_chain", _vp, _vp)
+OPENSSL_sk_num = _fn(libcrypto, "OPENSSL_sk_num", c_int, _vp)
+OPENSSL_sk_value = _fn(libcrypto, "OPENSSL_sk_value", _vp, _vp, c_int)
+i2d_X509 = _fn(libcrypto, "i2d_X509", c_int, _vp, POINTER(POINTER(c_ubyte)))
+
+
+def verified_chain_der(ssl: int) -> list[bytes]:
+    """The chain OpenSSL built and verified (peer first, trust anchor last),
+    in DER; empty when nothing was verified."""
+    stack = SSL_get0_verified_chain(ssl)
+    if not stack:
+        return []
+    chain: list[bytes] = []
+    for i in range(min(OPENSSL_sk_num(stack), 64)):
+        x509 = OPENSSL_sk_value(stack, i)
+        size = i2d_X509(x509, None) if x509 else -1
+        if size <= 0:
+            continue
+        buf = (c_ubyte * size)()
+        cursor = ctypes.cast(buf, POINTER(c_ubyte))
+        i2d_X509(x509, ctypes.byref(cursor))
+        chain.append(bytes(buf))
+    return chain

@@ -11,7 +11,12 @@ or OpenSSL.  Matching follows RFC 6125 through service-identity:
   ``allow_common_name=True`` *and* the certificate has no subjectAltName
   extension at all;
 * optional pins: SHA-256 digests of a SubjectPublicKeyInfo; the connection is
-  accepted only if some certificate the peer sent has a pinned key.
+  accepted only if some certificate the peer sent has a pinned key;
+* past what OpenSSL checks: the requested host itself must lie within the
+  name constraints of every CA in the verified chain (OpenSSL only checks the
+  names the certificate holds, so a ``*.example.com`` leaf under a CA that
+  excludes ``secret.example.com`` would otherwise pass for that name), and a
+  leaf with an extendedKeyUsage must allow its role (``purpose``).
 
 .. versionadded:: 0.1
 """
@@ -27,7 +32,7 @@ from typing import Iterable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from service_identity import CertificateError as _SICertificateError
 from service_identity import VerificationError as _SIVerificationError
 from service_identity.cryptography import (
@@ -43,8 +48,10 @@ from service_identity.hazmat import (
 )
 
 from twistls.errors import (
+    CertificatePurposeError,
     ConfigurationError,
     HostnameMismatchError,
+    NameConstraintsError,
     NoPeerCertificateError,
     PinMismatchError,
 )
@@ -130,9 +137,13 @@ class Checker:
             commonName, and only for certificates without any
             subjectAltName extension.
         pins: SHA-256 SPKI pins (64 hex digits, or ``sha256/<base64>``).
+        purpose: the role the peer's certificate must allow when it has an
+            extendedKeyUsage: ``"server"`` (serverAuth) or ``"client"``
+            (clientAuth); ``None`` checks none.
 
     Raises:
-        ConfigurationError: a pin is malformed or the hostname is empty.
+        ConfigurationError: a pin is malformed, the hostname is empty or the
+            purpose unknown.
 
     .. versionadded:: 0.1
     """
@@ -140,6 +151,7 @@ class Checker:
     hostname: str | None = None
     allow_common_name: bool = False
     pins: Sequence[str] = field(default=())
+    purpose: str | None = None
 
     def __post_init__(self) -> None:
         if self.hostname is not None and not self.hostname.strip():
@@ -149,16 +161,24 @@ class Checker:
                 DNS_ID(self.hostname.rstrip("."))
             except ValueError as exc:  # idna's errors are ValueErrors too
                 raise ConfigurationError(f"the expected hostname {self.hostname!r} is not a valid DNS name: {exc}") from None
+        if self.purpose not in (None, "server", "client"):
+            raise ConfigurationError(f"purpose must be 'server', 'client' or None, not {self.purpose!r}")
         object.__setattr__(self, "pins", tuple(_normalise_pin(p) for p in self.pins))
 
-    def check(self, chain_der: Sequence[bytes]) -> None:
+    def check(self, chain_der: Sequence[bytes], *, verified_chain: Sequence[bytes] | None = None) -> None:
         """Accept or reject a peer chain.
 
         Args:
             chain_der: the certificates the peer sent, its own first, in DER.
+            verified_chain: the chain OpenSSL verified, peer first and trust
+                anchor last, in DER; its CAs' name constraints are held
+                against the hostname (default: the CAs in ``chain_der``).
 
         Raises:
             HostnameMismatchError: the certificate does not name the host.
+            NameConstraintsError: a CA's name constraints exclude the host.
+            CertificatePurposeError: the certificate's extendedKeyUsage
+                does not allow :attr:`purpose`.
             PinMismatchError: no certificate in the chain has a pinned key.
             NoPeerCertificateError: the chain is empty.
         """
@@ -166,8 +186,15 @@ class Checker:
             raise NoPeerCertificateError(
                 "the peer sent no certificate", verify_message="no peer certificate", depth=0
             )
+        leaf = None
+        if self.purpose is not None:
+            leaf = x509.load_der_x509_certificate(chain_der[0])
+            self.check_purpose(leaf)
         if self.hostname is not None:
-            self.check_hostname(x509.load_der_x509_certificate(chain_der[0]))
+            leaf = leaf or x509.load_der_x509_certificate(chain_der[0])
+            self.check_hostname(leaf)
+            cas = verified_chain[1:] if verified_chain else chain_der[1:]
+            self.check_name_constraints([x509.load_der_x509_certificate(der) for der in cas])
         if self.pins:
             self.check_pins(chain_der)
 
@@ -237,6 +264,65 @@ class Checker:
                 continue
         return False
 
+    def check_purpose(self, cert: x509.Certificate) -> None:
+        """Require serverAuth (``purpose="server"``) or clientAuth
+        (``"client"``) when ``cert`` has an extendedKeyUsage extension
+        (RFC 5280: without one, every usage is allowed).
+
+        Raises:
+            CertificatePurposeError: the usage is missing.
+        """
+        if self.purpose is None:
+            return
+        try:
+            usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            return
+        wanted, name = (
+            (ExtendedKeyUsageOID.SERVER_AUTH, "serverAuth")
+            if self.purpose == "server"
+            else (ExtendedKeyUsageOID.CLIENT_AUTH, "clientAuth")
+        )
+        if wanted in usages:
+            return
+        held = ", ".join(getattr(u, "_name", None) or u.dotted_string for u in usages) or "none"
+        raise CertificatePurposeError(
+            f"the {self.purpose} certificate does not allow {name} (its extendedKeyUsage holds {held})",
+            purpose=name,
+            subject=cert.subject.rfc4514_string(),
+        )
+
+    def check_name_constraints(self, cas: Sequence[x509.Certificate]) -> None:
+        """Hold :attr:`hostname` against the name constraints of each CA.
+
+        Args:
+            cas: the CA certificates of the verified chain, nearest the
+                leaf first.
+
+        Raises:
+            NameConstraintsError: a CA does not permit, or excludes, the host.
+        """
+        host = self.hostname
+        if host is None:
+            return
+        ip = parse_ip(host)
+        name = None if ip is not None else _ascii_host(host)
+        for depth, ca in enumerate(cas, start=1):
+            try:
+                nc = ca.extensions.get_extension_for_class(x509.NameConstraints).value
+            except x509.ExtensionNotFound:
+                continue
+            verdict = _ip_within(ip, nc) if ip is not None else _dns_within(name or "", nc)
+            if verdict is None:
+                continue
+            subject = ca.subject.rfc4514_string()
+            raise NameConstraintsError(
+                f"{host!r} is {verdict} by the name constraints of the CA at depth {depth} ({subject})",
+                hostname=host,
+                depth=depth,
+                subject=subject,
+            )
+
     def check_pins(self, chain_der: Iterable[bytes]) -> None:
         """Require a pinned key somewhere in ``chain_der``.
 
@@ -255,3 +341,52 @@ class Checker:
             actual=actual,
         )
 
+
+
+def _ascii_host(host: str) -> str:
+    name = host.rstrip(".").lower()
+    try:
+        name.encode("ascii")
+        return name
+    except UnicodeEncodeError:
+        import idna
+
+        try:
+            return idna.encode(name, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            return name
+
+
+def _dns_in_subtree(name: str, base: str) -> bool:
+    base = base.lower().rstrip(".")
+    if base.startswith("."):  # ".example.com": strict subdomains only
+        return name.endswith(base)
+    if not base:
+        return True
+    return name == base or name.endswith("." + base)
+
+
+def _dns_within(name: str, nc: x509.NameConstraints) -> str | None:
+    """``None`` if ``name`` passes, else ``"excluded"`` / ``"not permitted"``."""
+    for subtree in nc.excluded_subtrees or ():
+        if isinstance(subtree, x509.DNSName) and _dns_in_subtree(name, subtree.value):
+            return "excluded"
+    permitted = [s.value for s in nc.permitted_subtrees or () if isinstance(s, x509.DNSName)]
+    if permitted and not any(_dns_in_subtree(name, base) for base in permitted):
+        return "not permitted"
+    return None
+
+
+def _ip_within(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, nc: x509.NameConstraints) -> str | None:
+    for subtree in nc.excluded_subtrees or ():
+        if isinstance(subtree, x509.IPAddress) and isinstance(subtree.value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            if subtree.value.version == ip.version and ip in subtree.value:
+                return "excluded"
+    permitted = [
+        s.value
+        for s in nc.permitted_subtrees or ()
+        if isinstance(s, x509.IPAddress) and isinstance(s.value, (ipaddress.IPv4Network, ipaddress.IPv6Network))
+    ]
+    if permitted and not any(net.version == ip.version and ip in net for net in permitted):
+        return "not permitted"
+    return None

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence, Union
 
 import idna
+from cryptography import x509
 from M2Crypto import BIO, EVP, m2
 
 from twistls import _openssl as _ossl
@@ -565,7 +566,12 @@ class ClientContextFactory(_ContextFactory):
         if checked is None and not self.pins:
             self._checker = None
         else:
-            self._checker = Checker(hostname=checked, allow_common_name=self.allow_common_name, pins=self.pins)
+            self._checker = Checker(
+                hostname=checked,
+                allow_common_name=self.allow_common_name,
+                pins=self.pins,
+                purpose=None if self.insecure_skip_verify else "server",
+            )
 
     def with_hostname(self, hostname: str) -> ClientContextFactory:
         """A factory for another expected host, sharing this one's ``SSL_CTX``.
@@ -594,7 +600,9 @@ class ClientContextFactory(_ContextFactory):
                 "(or use with_hostname())"
             )
         checker = self._checker
-        verifier = None if checker is None else (lambda engine: checker.check(engine.peer_chain_der()))
+        verifier = None if checker is None else (
+            lambda engine: checker.check(engine.peer_chain_der(), verified_chain=engine.verified_chain_der())
+        )
         engine = TLSEngine(self._handle, client=True, server_hostname=self._sni, verifier=verifier)
         cache = self._sessions
         if cache is not None:
@@ -824,7 +832,19 @@ class ServerContextFactory(_ContextFactory):
 
     def create_engine(self) -> TLSEngine:
         """A new server engine for one connection."""
+        if self.verifies_clients:
+            return TLSEngine(self._handle, client=False, verifier=_check_client_purpose)
         return TLSEngine(self._handle, client=False)
+
+
+_CLIENT_PURPOSE = Checker(purpose="client")
+
+
+def _check_client_purpose(engine: TLSEngine) -> None:
+    """A client certificate with an extendedKeyUsage must allow clientAuth."""
+    chain = engine.peer_chain_der()
+    if chain:
+        _CLIENT_PURPOSE.check_purpose(x509.load_der_x509_certificate(chain[0]))
 
 
 def _sni_table(entries: Mapping[str, Any]) -> dict[str, tuple[str, str | None]]:

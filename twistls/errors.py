@@ -41,6 +41,8 @@ __all__ = [
     "NoPeerCertificateError",
     "HostnameMismatchError",
     "PinMismatchError",
+    "NameConstraintsError",
+    "CertificatePurposeError",
     "verification_error_for_code",
 ]
 
@@ -220,6 +222,33 @@ class PinMismatchError(VerificationError):
         super().__init__(reason, verify_message="public key pin mismatch", depth=0)
         self.pins = tuple(pins)
         self.actual = tuple(actual)
+
+
+class NameConstraintsError(VerificationError):
+    """The requested host is outside the name constraints of a CA in the
+    verified chain (for example a wildcard certificate under an
+    intermediate that excludes that very name).
+
+    Attributes:
+        hostname: the name or IP address the caller asked for.
+    """
+
+    def __init__(self, reason: str, *, hostname: str, depth: int, subject: str | None = None) -> None:
+        super().__init__(reason, verify_message="name constraints violation", depth=depth, subject=subject)
+        self.hostname = hostname
+
+
+class CertificatePurposeError(VerificationError):
+    """The peer's certificate has an extendedKeyUsage that does not allow its
+    role (serverAuth for a server, clientAuth for a client).
+
+    Attributes:
+        purpose: ``"serverAuth"`` or ``"clientAuth"``, the usage required.
+    """
+
+    def __init__(self, reason: str, *, purpose: str, subject: str | None = None) -> None:
+        super().__init__(reason, verify_message="unsuitable certificate purpose", depth=0, subject=subject)
+        self.purpose = purpose
 
 
 # OpenSSL X509_V_ERR_* codes (stable across OpenSSL 1.1 and 3.x).
