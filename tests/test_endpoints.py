@@ -111,6 +111,11 @@ class ClientStringTests(SynchronousTestCase):
         endpoint = self.parse(f"twistls:localhost:443:caFile={_esc(self.p.cafile)}:handshakeTimeout=none")
         self.assertIsNone(endpoint.context_factory.handshake_timeout)
 
+    def test_alpn(self) -> None:
+        """alpn= offers the listed protocols, in order."""
+        endpoint = self.parse(f"twistls:localhost:443:caFile={_esc(self.p.cafile)}:alpn=h2,http/1.1")
+        self.assertEqual(tuple(endpoint.context_factory.alpn_protocols), (b"h2", b"http/1.1"))
+
     def test_insecure_skip_verify_is_explicit(self) -> None:
         """insecureSkipVerify=yes is the only way to turn verification off."""
         endpoint = self.parse("twistls:localhost:443:insecureSkipVerify=yes")
@@ -418,3 +423,74 @@ class LoopbackTests(TestCase):
         yield client.lost
         bad = wrap_client_tls("other.example", policy, TCP4ClientEndpoint(reactor, "127.0.0.1", port))
         yield self.assertFailure(bad.connect(protocol.Factory.forProtocol(_Client)), HostnameMismatchError)
+
+
+class PackagingTests(SynchronousTestCase):
+    """The plugin drop-ins after a normal, non-editable ``pip install``."""
+
+    def test_wheel_install_registers_plugins(self) -> None:
+        """A wheel built from the source installs twisted/plugins/twistls_*.py (no __init__.py),
+        getPlugins finds both parsers and the service maker from outside the checkout, and
+        the dropin.cache written beside them lists only twistls' drop-ins."""
+        import pickle
+        import shutil
+        import subprocess
+        import sys
+        import sysconfig
+        import tempfile
+        import zipfile
+
+        root = os.path.dirname(HERE)
+        work = tempfile.mkdtemp(prefix="twistls-wheel-")
+        self.addCleanup(shutil.rmtree, work, True)
+        src = os.path.join(work, "src")
+        os.mkdir(src)
+        for name in ("setup.py", "setup.cfg", "README.md"):
+            if os.path.exists(os.path.join(root, name)):
+                shutil.copy(os.path.join(root, name), src)
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "dropin.cache")
+        shutil.copytree(os.path.join(root, "twistls"), os.path.join(src, "twistls"), ignore=ignore)
+        shutil.copytree(PLUGINS, os.path.join(src, "twisted", "plugins"), ignore=ignore)
+        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+        run = dict(capture_output=True, text=True, timeout=300, cwd=work)
+        built = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", work, src], **run)
+        self.assertEqual(built.returncode, 0, built.stderr)
+        (wheel,) = [n for n in os.listdir(work) if n.endswith(".whl")]
+        names = zipfile.ZipFile(os.path.join(work, wheel)).namelist()
+        self.assertIn("twisted/plugins/twistls_endpoints.py", names)
+        self.assertIn("twisted/plugins/twistls_service.py", names)
+        self.assertNotIn("twisted/plugins/__init__.py", names)
+        self.assertNotIn("twisted/__init__.py", names)
+
+        venv = os.path.join(work, "venv")
+        made = subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], **run)
+        self.assertEqual(made.returncode, 0, made.stderr)
+        python = os.path.join(venv, "bin", "python")
+        purelib = subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], **run
+        ).stdout.strip()
+        # The dependencies come from this test's environment, but not twistls
+        # itself: a plain path line, so no editable-install .pth runs.
+        with open(os.path.join(purelib, "zz_deps.pth"), "w") as f:
+            f.write(sysconfig.get_paths()["purelib"] + "\n")
+        installed = subprocess.run(
+            [*pip, "--python", python, "install", "--no-deps", "--no-index", os.path.join(work, wheel)], **run
+        )
+        self.assertEqual(installed.returncode, 0, installed.stderr)
+        code = (
+            "import sys, twistls\n"
+            f"assert {root!r} not in sys.path, sys.path\n"
+            f"assert twistls.__file__.startswith({purelib!r}), twistls.__file__\n"
+            "from twisted.plugin import getPlugins\n"
+            "from twisted.internet.interfaces import IStreamServerEndpointStringParser as S\n"
+            "from twisted.internet.interfaces import IStreamClientEndpointStringParserWithReactor as C\n"
+            "from twisted.application.service import IServiceMaker as M\n"
+            "print(sorted(p.prefix for p in getPlugins(S) if p.prefix == 'twistls'),"
+            " sorted(p.prefix for p in getPlugins(C) if p.prefix == 'twistls'),"
+            " sorted(m.tapname for m in getPlugins(M) if m.tapname == 'twistls'))\n"
+        )
+        found = subprocess.run([python, "-c", code], **run)
+        self.assertEqual(found.stdout.strip(), "['twistls'] ['twistls'] ['twistls']", found.stderr)
+        with open(os.path.join(purelib, "twisted", "plugins", "dropin.cache"), "rb") as f:
+            cache = pickle.load(f)
+        self.assertEqual(sorted(cache), ["twistls_endpoints", "twistls_service"])
