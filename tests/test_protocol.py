@@ -654,6 +654,33 @@ class FlowControlTests(SynchronousTestCase):
         self.assertFalse(producer.paused)
         self.assertEqual(producer.calls, ["pause", "resume"])
 
+    def test_server_producer_paused_until_handshake(self) -> None:
+        """On the server too a streaming producer registered in connectionMade waits for the handshake, then follows the transport."""
+        producer = StreamingProducer()
+
+        class Registers(Recorder):
+            def connectionMade(self) -> None:
+                self.transport.registerProducer(producer, True)
+
+        conn = Connection(Recorder(), Registers(), pump=False)
+        self.assertTrue(producer.paused)
+        conn.flush()
+        self.assertFalse(producer.paused)
+        gate = conn.pump.server.producer
+        gate.pauseProducing()
+        self.assertTrue(producer.paused)
+        gate.resumeProducing()
+        self.assertFalse(producer.paused)
+
+    def test_pull_producer(self) -> None:
+        """A non-streaming producer is registered as such and asked for more data when the transport wants it."""
+        conn = Connection()
+        producer = StreamingProducer()
+        conn.client_wrapper.registerProducer(producer, False)
+        self.assertIs(conn.pump.client.streaming, False)
+        conn.pump.client.producer.resumeProducing()
+        self.assertEqual(producer.calls, ["resume"])
+
     def test_producer_follows_transport(self) -> None:
         """The transport pausing and resuming the wrapper's producer pauses and resumes the wrapped producer."""
         conn = Connection()
