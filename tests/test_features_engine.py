@@ -510,3 +510,53 @@ class ReloadEngineTests(SynchronousTestCase):
         pair = handshake(client, server)
         self.assertEqual(san_of(pair.client.peer_certificate_der()), ["a.example"])
         self.assertEqual(server.certificate, path)
+
+
+class SNICombinationTests(SynchronousTestCase):
+    def server(self, **kw):
+        certs = sni_pki()
+        return ServerContextFactory(
+            certs["default"].chain,
+            sni_certificates={"a.example": certs["a.example"].chain},
+            alpn_protocols=["h2", "http/1.1"],
+            **kw,
+        )
+
+    def test_alpn_after_sni_switch(self):
+        """A connection switched to the a.example context still negotiates ALPN."""
+        p = pki()
+        client = ClientContextFactory("a.example", cafile=p.cafile, alpn_protocols=["http/1.1", "h2"])
+        pair = handshake(client, self.server())
+        self.assertEqual(san_of(pair.client.peer_certificate_der()), ["a.example"])
+        self.assertEqual(pair.client.alpn_protocol(), b"h2")
+
+    def test_resumption_after_sni_switch(self):
+        """A session for a.example resumes on the SNI server (TLS 1.3 and TLS 1.2)."""
+        p = pki()
+        for version in ("TLSv1.3", "TLSv1.2"):
+            server = self.server(maximum_version=version)
+            client = ClientContextFactory("a.example", cafile=p.cafile)
+            close(handshake(client, server))
+            second = handshake(client, server)
+            self.assertTrue(second.client.session_reused(), version)
+            self.assertEqual(san_of(second.client.peer_certificate_der()), ["a.example"])
+
+    def test_keylog_after_sni_switch(self):
+        """The server's key log keeps working for connections switched by SNI."""
+        p = pki()
+        path = os.path.join(tempfile.mkdtemp(prefix="twistls-keylog-"), "server.log")
+        with self.assertLogs("twistls", "WARNING"):
+            server = self.server(keylog_file=path)
+        handshake(ClientContextFactory("a.example", cafile=p.cafile), server)
+        self.assertIn("SERVER_TRAFFIC_SECRET_0", open(path).read())
+
+    def test_failing_callback_is_fatal(self):
+        """An exception inside the servername callback fails the handshake instead of passing silently."""
+        from twistls import _openssl
+
+        p = pki()
+        server = self.server()
+        self.patch(_openssl, "sni_choose", lambda ctx, name: 1 // 0)
+        pair = handshake(ClientContextFactory("a.example", cafile=p.cafile), server)
+        self.assertFalse(pair.client.handshake_done)
+        self.assertIsNotNone(failure(pair, "server"))

@@ -43,6 +43,7 @@ _WHERE: dict[str, str] = {
     "spki_sha256": "twistls.checker",
     "ClientContextFactory": "twistls.context",
     "ServerContextFactory": "twistls.context",
+    "reload_on_sighup": "twistls.context",
     "ConnectionInfo": "twistls._engine",
     "TLSProtocolWrapper": "twistls.protocol",
     "TLSWrappingFactory": "twistls.protocol",
@@ -68,7 +69,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from twistls._engine import ConnectionInfo
     from twistls.checker import Checker, spki_sha256
-    from twistls.context import ClientContextFactory, ServerContextFactory
+    from twistls.context import ClientContextFactory, ServerContextFactory, reload_on_sighup
     from twistls.errors import (
         CertificateExpiredError,
         CertificateNotYetValidError,
