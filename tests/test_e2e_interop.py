@@ -96,6 +96,48 @@ class OpenSSLServerTests(TestCase):
         return self.check_status("TLSv1.2", "-tls1_2")
 
     @defer.inlineCallbacks
+    def test_tls1_1_only_server_refused(self):
+        """A TLS 1.1-only s_server is refused with ProtocolVersionError while the same s_server at TLS 1.2 is served."""
+        data, reason, collector = yield self.fetch_status("-tls1_2", *LEGACY)
+        self.assertIn(b"HTTP/1.0 200 ok", data)
+        self.assertEqual(collector.transport.connection_info().version, "TLSv1.2")
+        data, reason, _ = yield self.fetch_status("-tls1_1", *LEGACY)
+        self.assertTrue(reason.check(ProtocolVersionError), reason)
+        self.assertIn("protocol version", str(reason.value))
+        self.assertEqual(data, b"")
+
+    @defer.inlineCallbacks
+    def sni_server(self, hostname: str):  # type: ignore[no-untyped-def]
+        """s_server that serves the good certificate only to SNI 'localhost'
+        (an untrusted one otherwise) and logs the SNI it receives."""
+        p = pki()
+        port, run = yield openssl_server(
+            self, "-www", "-servername", "localhost", "-cert2", p.server.cert, "-key2", p.server.key,
+            cert=p.untrusted_server.cert, key=p.untrusted_server.key,
+        )
+        collector = Collector(b"GET / HTTP/1.0\r\n\r\n")
+        connect_tls(client_cf(hostname), port, collector)
+        data, reason = yield bounded(collector.done, 30, "twistls client against SNI s_server")
+        yield bounded(run.ended, 30, "s_server exit")
+        return data, reason, run.output
+
+    @defer.inlineCallbacks
+    def test_sni_sent_for_hostname(self):
+        """The expected hostname goes on the wire as SNI, so s_server picks the matching certificate."""
+        data, reason, output = yield self.sni_server("localhost")
+        self.assertIn(b'Hostname in TLS extension: "localhost"', output)
+        self.assertIn(b"HTTP/1.0 200 ok", data)
+        self.assertTrue(reason.check(ConnectionDone), reason)
+
+    @defer.inlineCallbacks
+    def test_no_sni_for_ip_literal(self):
+        """An IP literal is never sent as SNI: s_server sees none, serves its default certificate, and that fails with UntrustedCertificateError."""
+        data, reason, output = yield self.sni_server("127.0.0.1")
+        self.assertNotIn(b"Hostname in TLS extension", output)
+        self.assertTrue(reason.check(UntrustedCertificateError), reason)
+        self.assertEqual(data, b"")
+
+    @defer.inlineCallbacks
     def test_write_then_close_before_handshake(self):
         """Data written and loseConnection called in connectionMade reach s_server after the handshake, followed by close_notify."""
         p = pki()
