@@ -522,6 +522,29 @@ class VerificationTests(SynchronousTestCase):
         self.assertEqual(pair.received("server"), b"")
         self.assertIsInstance(_failure(pair.client_events), TLSError)
 
+    def test_optional_client_certificate_absent(self) -> None:
+        """With require_client_certificate=False a client without a certificate is served and the server sees no peer chain."""
+        pair = _pair(_server(client_cafile=pki().cafile, require_client_certificate=False), _client())
+        pair.client.send_plaintext(b"anonymous")
+        pair.start()
+        pair.pump()
+        self.assertEqual(pair.received("server"), b"anonymous")
+        self.assertEqual(pair.server.peer_chain_der(), [])
+        self.assertFalse(pair.server.info().peer_chain_der)
+
+    def test_optional_client_certificate_untrusted(self) -> None:
+        """With require_client_certificate=False an untrusted client certificate is still refused with UntrustedCertificateError."""
+        p = pki()
+        pair = _pair(
+            _server(client_cafile=p.cafile, require_client_certificate=False),
+            _client(certificate=p.untrusted_server.cert, private_key=p.untrusted_server.key),
+        )
+        pair.client.send_plaintext(b"SECRET")
+        pair.start()
+        pair.pump()
+        self.assertIsInstance(_failure(pair.server_events), UntrustedCertificateError)
+        self.assertEqual(pair.received("server"), b"")
+
     def test_mtls_untrusted_client_certificate(self) -> None:
         """A client certificate from an unknown CA makes the server fail with UntrustedCertificateError."""
         p = pki()
