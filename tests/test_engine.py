@@ -642,6 +642,22 @@ class FragmentationTests(SynchronousTestCase):
             self.assertEqual(data, b"")
             self.assertIs(kinds[-1], Failed)
 
+    @settings(max_examples=50, deadline=None)
+    @given(chunks=st.lists(st.binary(min_size=0, max_size=600), min_size=1, max_size=5), client=st.booleans())
+    def test_arbitrary_input_never_raises(self, chunks: list[bytes], client: bool) -> None:
+        """Arbitrary bytes then EOF, fed to either role, end in exactly one Failed event and never raise."""
+        engine = _client().create_engine() if client else _server().create_engine()
+        if client:
+            engine.start()
+            engine.bytes_to_send()
+        events: list[Any] = []
+        for chunk in [*chunks, b""]:
+            events += engine.receive_bytes(chunk)
+            engine.bytes_to_send()
+        self.assertEqual(_kinds(events), [Failed])
+        self.assertIsInstance(events[0].error, TLSError)
+        engine.free()
+
     @settings(max_examples=25, deadline=None)
     @given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
     def test_arbitrary_bit_flip_fails(self, position: int, bit: int) -> None:
