@@ -138,8 +138,9 @@ class IOPump:
         raise AssertionError("the pump did not settle")
 
 
-def connect(client_factory: Any, server_factory: Any, clock: Clock | None = None) -> IOPump:
-    """Build a protocol from each factory, connect them, and pump once."""
+def connect(client_factory: Any, server_factory: Any, clock: Clock | None = None, *, pump: bool = True) -> IOPump:
+    """Build a protocol from each factory and connect them (server first);
+    with ``pump`` also move bytes until the connection is quiet."""
     client_address = IPv4Address("TCP", "127.0.0.1", 40000)
     server_address = IPv4Address("TCP", "127.0.0.1", 443)
     server_protocol = server_factory.buildProtocol(client_address)
@@ -149,6 +150,7 @@ def connect(client_factory: Any, server_factory: Any, clock: Clock | None = None
     server.peer, client.peer = client, server
     server_protocol.makeConnection(server)
     client_protocol.makeConnection(client)
-    pump = IOPump(client, server, clock)
-    pump.flush()
-    return pump
+    result = IOPump(client, server, clock)
+    if pump:
+        result.flush()
+    return result

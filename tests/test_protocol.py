@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener, ISSLTransport, ITLSTransport
 from twisted.internet.protocol import Factory, Protocol
@@ -14,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tests._iopump import FakeTransport, IOPump, connect
+from tests._iopump import connect
 from tests._pki import pki
 from twistls._engine import ConnectionInfo
 from twistls.context import ClientContextFactory, ServerContextFactory
@@ -117,10 +116,7 @@ class Connection:
         self.server = server if server is not None else Recorder()
         client_factory = _factory(self.client, client_cf or _client_cf(), self.clock, **(client_kw or {}))
         server_factory = _factory(self.server, server_cf or _server_cf(), self.clock, **(server_kw or {}))
-        if pump:
-            self.pump = connect(client_factory, server_factory, self.clock)
-        else:
-            self.pump = _connect_unpumped(client_factory, server_factory, self.clock)
+        self.pump = connect(client_factory, server_factory, self.clock, pump=pump)
 
     @property
     def client_wrapper(self) -> TLSProtocolWrapper:
@@ -132,19 +128,6 @@ class Connection:
 
     def flush(self) -> None:
         self.pump.flush()
-
-
-def _connect_unpumped(client_factory: Any, server_factory: Any, clock: Clock) -> IOPump:
-    client_address = IPv4Address("TCP", "127.0.0.1", 40000)
-    server_address = IPv4Address("TCP", "127.0.0.1", 443)
-    server_protocol = server_factory.buildProtocol(client_address)
-    client_protocol = client_factory.buildProtocol(server_address)
-    server = FakeTransport(server_protocol, server_address, client_address)
-    client = FakeTransport(client_protocol, client_address, server_address)
-    server.peer, client.peer = client, server
-    server_protocol.makeConnection(server)
-    client_protocol.makeConnection(client)
-    return IOPump(client, server, clock)
 
 
 def _record_types(wire: bytes) -> list[int]:
