@@ -560,3 +560,18 @@ class SNICombinationTests(SynchronousTestCase):
         pair = handshake(ClientContextFactory("a.example", cafile=p.cafile), server)
         self.assertFalse(pair.client.handshake_done)
         self.assertIsNotNone(failure(pair, "server"))
+
+
+class SessionHygieneTests(SynchronousTestCase):
+    def test_unclean_end_not_resumed(self):
+        """A session whose connection ended without close_notify is dropped, not offered."""
+        p = pki()
+        client = ClientContextFactory("localhost", cafile=p.cafile)
+        server = ServerContextFactory(p.server.cert, p.server.key)
+        first = handshake(client, server)
+        self.assertEqual(len(client._sessions), 1)
+        first.client.free()  # no close_notify: OpenSSL marks the session not resumable
+        first.server.free()
+        second = handshake(client, server)
+        self.assertFalse(second.client.session_reused())
+        self.assertTrue(second.client.handshake_done)

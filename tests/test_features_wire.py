@@ -388,3 +388,45 @@ def deferLater(seconds):
     from twisted.internet.task import deferLater as later
 
     return later(reactor, seconds, lambda: None)
+
+
+class KeyLogWireTests(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_server_keylog_matches_openssl(self):
+        """A twistls server's key log holds exactly the secrets openssl s_client logged for the same connection."""
+        p = pki()
+        directory = tempfile.mkdtemp(prefix="twistls-keylog-")
+        ours, theirs = os.path.join(directory, "server.log"), os.path.join(directory, "s_client.log")
+        server_cf = ServerContextFactory(p.server.cert, p.server.key, keylog_file=ours)
+        port, _ = listen(self, server_cf, Closer)
+        out, err, code = yield getProcessOutputAndValue(
+            "/usr/bin/timeout",
+            ["15", OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+             "-CAfile", p.cafile, "-ign_eof", "-keylogfile", theirs],
+            env={}, stdinBytes=b"",
+        )
+        with open(theirs) as f:
+            expected = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+        with open(ours) as f:
+            logged = {line.strip() for line in f if line.strip()}
+        self.assertEqual({line.split()[0] for line in logged}, {
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+            "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0", "EXPORTER_SECRET"})
+        self.assertEqual(logged, expected)
+
+    @defer.inlineCallbacks
+    def test_no_keylog_by_default(self):
+        """Without keylog_file or SSLKEYLOGFILE nothing is written for a connection."""
+        p = pki()
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != "SSLKEYLOGFILE"})
+        server_cf = ServerContextFactory(p.server.cert, p.server.key)
+        client_cf = ClientContextFactory("localhost", cafile=p.cafile)
+        port, _ = listen(self, server_cf)
+        info, _, reason, _ = yield talk(client_cf, port)
+        self.assertTrue(reason.check(ConnectionDone), reason)
+        from twistls import _openssl
+
+        self.assertNotIn(server_cf.context_address, _openssl.keylog_files)
+        self.assertNotIn(client_cf.context_address, _openssl.keylog_files)

@@ -384,9 +384,16 @@ class _SessionCache:
     def get(self, key: tuple[Any, ...]) -> int | None:
         with self._lock:
             session = self._sessions.get(key)
-            if session is not None:
+            if session is None:
+                return None
+            if not _ossl.SSL_SESSION_is_resumable(session):
+                # e.g. its connection ended without close_notify
+                del self._sessions[key]
+            else:
                 self._sessions.move_to_end(key)
-            return session
+                return session
+        _ossl.SSL_SESSION_free(session)
+        return None
 
     def put(self, key: tuple[Any, ...], session: int) -> None:
         with self._lock:
