@@ -335,6 +335,7 @@ class ConnectionInfoTests(SynchronousTestCase):
         self.assertEqual(info["group"], "X25519")
         self.assertIs(info["session_reused"], False)
         self.assertTrue(info["verified"])
+        self.assertEqual(info["verify_message"], "ok")
         self.assertIn("DNS:localhost", info["peer_chain"][0]["san"])
 
     def test_before_handshake(self):

@@ -139,6 +139,7 @@ class ConnectionInfo:
             "session_reused": self.session_reused,
             "verified": self.verified,
             "verify_result": self.verify_result,
+            "verify_message": _ossl.verify_error_string(self.verify_result),
             "compression": self.compression,
             "peer_chain": describe_chain(self.peer_chain_der),
         }
