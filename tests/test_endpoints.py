@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from twisted.application.service import IServiceMaker
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.endpoints import (
     HostnameEndpoint,
@@ -403,6 +403,49 @@ class LoopbackTests(TestCase):
         client.transport.write(b"ok")
         self.assertEqual((yield client.received), b"ok")
         client.transport.loseConnection()
+        yield client.lost
+
+    @defer.inlineCallbacks
+    def silent_server(self):  # type: ignore[no-untyped-def]
+        """A TCP server that accepts and never answers; returns (port, server protocols)."""
+        factory = protocol.Factory.forProtocol(_Recorder)
+        factory.instances = []  # type: ignore[attr-defined]
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        self.addCleanup(port.stopListening)
+
+        def close_all() -> None:
+            for server in factory.instances:
+                server.transport.abortConnection()
+
+        self.addCleanup(close_all)
+        return port.getHost().port, factory
+
+    @defer.inlineCallbacks
+    def test_handshake_timeout_fails_connect(self) -> None:
+        """handshakeTimeout= bounds a handshake with a silent server: connect() fails with HandshakeTimeoutError."""
+        from twistls import HandshakeTimeoutError
+
+        port, _ = yield self.silent_server()
+        endpoint = clientFromString(
+            reactor, f"twistls:host=localhost:port={port}:caFile={_esc(pki().cafile)}:handshakeTimeout=0.3"
+        )
+        yield self.assertFailure(endpoint.connect(protocol.Factory.forProtocol(_Client)), HandshakeTimeoutError)
+
+    @defer.inlineCallbacks
+    def test_cancel_during_handshake_aborts(self) -> None:
+        """Cancelling connect() while the handshake is pending fails it with CancelledError and drops the connection."""
+        from twisted.internet.defer import CancelledError
+
+        port, factory = yield self.silent_server()
+        endpoint = clientFromString(reactor, f"twistls:host=localhost:port={port}:caFile={_esc(pki().cafile)}")
+        client = _Client()
+        d = endpoint.connect(protocol.Factory.forProtocol(lambda: client))
+        for _ in range(200):
+            if factory.instances:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        d.cancel()
+        yield self.assertFailure(d, CancelledError)
         yield client.lost
 
     @defer.inlineCallbacks
