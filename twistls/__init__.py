@@ -47,6 +47,8 @@ _WHERE: dict[str, str] = {
     "ConnectionInfo": "twistls._engine",
     "TLSProtocolWrapper": "twistls.protocol",
     "TLSWrappingFactory": "twistls.protocol",
+    "wrap_client_tls": "twistls.endpoints",
+    "wrap_server_tls": "twistls.endpoints",
     **{name: "twistls.errors" for name in _ERRORS},
 }
 
@@ -93,4 +95,5 @@ if TYPE_CHECKING:  # pragma: no cover
         UntrustedCertificateError,
         VerificationError,
     )
+    from twistls.endpoints import wrap_client_tls, wrap_server_tls
     from twistls.protocol import TLSProtocolWrapper, TLSWrappingFactory
