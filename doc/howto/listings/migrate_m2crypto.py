@@ -30,14 +30,18 @@ class Echo(protocol.Protocol):
 
 class Client(protocol.Protocol):
     def __init__(self):
+        self.received = b""
         self.done = defer.Deferred()
 
     def connectionMade(self):
         self.transport.write(b"ping")
 
     def dataReceived(self, data):
-        self.done.callback(data)
+        self.received += data
         self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.done.callback(self.received)
 
 
 async def main(reactor, certdir):

@@ -53,12 +53,19 @@ class Delivery:
         return lambda: Message(self.mailbox)
 
 
+class Server(smtp.ESMTP):
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        self.factory.closed.callback(None)
+
+
 class ServerFactory(protocol.ServerFactory):
     def __init__(self, tls, mailbox):
         self.tls, self.mailbox = tls, mailbox
+        self.closed = defer.Deferred()  # fires when the SMTP session ends
 
     def buildProtocol(self, addr):
-        server = smtp.ESMTP(contextFactory=self.tls)
+        server = Server(contextFactory=self.tls)
         server.delivery = Delivery(self.mailbox)
         server.host = b"mail.localhost"
         server.factory = self
@@ -68,9 +75,8 @@ class ServerFactory(protocol.ServerFactory):
 async def main(reactor, certdir):
     mailbox = []
     tls = ServerContextFactory(os.path.join(certdir, "server.pem"), os.path.join(certdir, "server.key"))
-    port = reactor.listenTCP(
-        0, TLSWrappingFactory(ServerFactory(tls, mailbox), start_tls=True), interface="127.0.0.1"
-    )
+    server_factory = ServerFactory(tls, mailbox)
+    port = reactor.listenTCP(0, TLSWrappingFactory(server_factory, start_tls=True), interface="127.0.0.1")
     try:
         message = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nSent over STARTTLS.\r\n"
         sent = defer.Deferred()
@@ -83,6 +89,7 @@ async def main(reactor, certdir):
         )
         reactor.connectTCP("127.0.0.1", port.getHost().port, TLSWrappingFactory(sender, start_tls=True))
         accepted, recipients = await sent
+        await server_factory.closed
         print(f"{accepted} recipient accepted: {recipients[0][0].decode()} ({recipients[0][1]})")
         print("delivered:", mailbox[0].splitlines()[-1].decode())
     finally:
