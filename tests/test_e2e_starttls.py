@@ -8,12 +8,14 @@ first a small line protocol, then Twisted's own ESMTP client and server.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet import ssl as tssl
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport, ITLSTransport
-from twisted.mail import smtp
+from twisted.cred import checkers, portal
+from twisted.mail import imap4, smtp
 from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
@@ -329,3 +331,113 @@ class SMTPStartTLSTests(TestCase):
 def read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+class _IMAPServer(imap4.IMAP4Server):
+    """Records every line with whether TLS was on when it arrived."""
+
+    def connectionMade(self) -> None:
+        self.seen: list[tuple[bool, bytes]] = []
+        self.lost: defer.Deferred[list[object]] = defer.Deferred()
+        self.factory.instances.append(self)
+        super().connectionMade()
+
+    def lineReceived(self, line: bytes) -> None:
+        self.seen.append((bool(self.transport.tls_started), line))
+        return super().lineReceived(line)
+
+    def connectionLost(self, reason: object) -> None:
+        super().connectionLost(reason)
+        self.reason = reason
+        self.lost.callback([reason])
+
+
+@implementer(portal.IRealm)
+class _Realm:
+    def requestAvatar(self, avatar_id: bytes, mind: object, *interfaces: object) -> tuple[object, object, object]:
+        return imap4.IAccount, imap4.MemoryAccount(avatar_id), lambda: None
+
+
+class _IMAPClient(imap4.IMAP4Client):
+    def serverGreeting(self, caps: object) -> None:
+        self.factory.greeted.callback(caps)
+
+    def connectionLost(self, reason: object) -> None:
+        super().connectionLost(reason)
+        self.factory.lost.callback([reason])
+
+
+class IMAPStartTLSTests(TestCase):
+    """Twisted's IMAP4 client and server: the login goes over STARTTLS, never in the clear."""
+
+    timeout = 60
+    PASSWORD = b"imap-secret-pw"
+
+    @defer.inlineCallbacks
+    def login(self, cafile: str):  # type: ignore[no-untyped-def]
+        server_factory = protocol.ServerFactory()
+        server_factory.instances = []  # type: ignore[attr-defined]
+        checker = checkers.InMemoryUsernamePasswordDatabaseDontUse(alice=self.PASSWORD)
+        imap_portal = portal.Portal(_Realm(), [checker])
+
+        def build_server() -> _IMAPServer:
+            server = _IMAPServer(contextFactory=server_cf())
+            server.portal = imap_portal
+            server.factory = server_factory
+            return server
+
+        server_factory.protocol = build_server  # type: ignore[assignment]
+        port = reactor.listenTCP(0, TLSWrappingFactory(server_factory, None, start_tls=True), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client_factory = protocol.ClientFactory()
+        client_factory.greeted = defer.Deferred()  # type: ignore[attr-defined]
+        client_factory.lost = defer.Deferred()  # type: ignore[attr-defined]
+        tls = ClientContextFactory("localhost", cafile=cafile)
+        client_factory.built = []  # type: ignore[attr-defined]
+
+        def build_client() -> _IMAPClient:
+            client = _IMAPClient(contextFactory=tls)
+            client_factory.built.append(client)  # type: ignore[attr-defined]
+            return client
+
+        client_factory.protocol = build_client  # type: ignore[assignment]
+        reactor.connectTCP("127.0.0.1", port.getHost().port, TLSWrappingFactory(client_factory, None, start_tls=True))
+        yield bounded(client_factory.greeted, 30, "IMAP greeting")
+        return server_factory, client_factory, _last_client(client_factory)
+
+    @defer.inlineCallbacks
+    def test_login_over_starttls(self):
+        """IMAP4Client upgrades with STARTTLS before LOGIN, and the server saw the password only over TLS."""
+        server_factory, client_factory, _ = yield self.login(pki().cafile)
+        server = server_factory.instances[0]
+        imap_client = _last_client(client_factory)
+        yield bounded(imap_client.login(b"alice", self.PASSWORD), 30, "IMAP login")
+        self.assertTrue(imap_client.startedTLS)
+        self.assertTrue(server.startedTLS)
+        info = server.transport.connection_info()
+        self.assertEqual(info.version, "TLSv1.3")
+        clear = [line for tls, line in server.seen if not tls]
+        self.assertTrue(all(self.PASSWORD not in line for line in clear), clear)
+        self.assertTrue(any(tls and self.PASSWORD in line for tls, line in server.seen), server.seen)
+        yield bounded(imap_client.logout(), 30, "IMAP logout")
+        yield bounded(server.lost, 10, "IMAP server end")
+        yield bounded(client_factory.lost, 10, "IMAP client end")
+
+    @defer.inlineCallbacks
+    def test_wrong_ca_fails_before_login(self):
+        """An IMAP client trusting another CA fails the login with UntrustedCertificateError, and the password is never sent."""
+        server_factory, client_factory, _ = yield self.login(pki().other_cafile)
+        server = server_factory.instances[0]
+        imap_client = _last_client(client_factory)
+        with self.assertRaises(UntrustedCertificateError):
+            yield bounded(imap_client.login(b"alice", self.PASSWORD), 30, "IMAP login")
+        # IMAP4Client itself log.err()s a failed STARTTLS before passing it on.
+        self.assertEqual(len(self.flushLoggedErrors(UntrustedCertificateError)), 1)
+        yield bounded(server.lost, 10, "IMAP server end")
+        yield bounded(client_factory.lost, 10, "IMAP client end")
+        self.assertTrue(all(self.PASSWORD not in line for _, line in server.seen), server.seen)
+        self.assertTrue(server.reason.check(PeerAlertError), server.reason)
+
+
+def _last_client(client_factory: Any) -> Any:
+    return client_factory.built[-1]
