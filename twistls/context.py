@@ -276,6 +276,16 @@ def _warn_if_key_exposed(key_path: str) -> None:
         log.warning("private key file %r is readable by every user; chmod 600 it", key_path)
 
 
+PROFILES = ("intermediate", "modern")
+
+
+def _profile_minimum(profile: str, minimum_version: str) -> str:
+    """The protocol floor a Mozilla profile asks for."""
+    if profile not in PROFILES:
+        raise ConfigurationError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
+    return "TLSv1.3" if profile == "modern" else minimum_version
+
+
 def _check_depth(depth: object) -> None:
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
         raise ConfigurationError(f"verify_depth must be a whole number >= 1, not {depth!r}")
@@ -464,6 +474,8 @@ class ClientContextFactory(_ContextFactory):
         groups: key-exchange groups.
         handshake_timeout: seconds before a stalled handshake is abandoned
             (``None``: never).
+        profile: Mozilla's server-side TLS profile: ``"intermediate"``
+            (the default: TLS 1.2 and 1.3) or ``"modern"`` (TLS 1.3 only).
         insecure_skip_verify: accept any certificate chain and any name
             (pins, if given, are still enforced).  Logs a warning.
         alpn_protocols: ALPN protocols to offer, most preferred first
@@ -506,6 +518,7 @@ class ClientContextFactory(_ContextFactory):
         ciphersuites: str = DEFAULT_CIPHERSUITES,
         groups: str = DEFAULT_GROUPS,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        profile: str = "intermediate",
         insecure_skip_verify: bool = False,
         alpn_protocols: Sequence[str | bytes] = (),
         session_cache_size: int = 32,
@@ -528,6 +541,8 @@ class ClientContextFactory(_ContextFactory):
         self.pins = tuple(Checker(pins=pins).pins)  # validates and normalises
         _check_depth(verify_depth)  # also when verification is off: bad config is bad config
         self.verify_depth = verify_depth
+        minimum_version = _profile_minimum(profile, minimum_version)
+        self.profile = profile
         self.protocol = _Protocol(minimum_version, maximum_version, ciphers, ciphersuites, groups)
         self._handle = handle = _build(self.protocol, server=False)
         if self.insecure_skip_verify:
@@ -646,6 +661,9 @@ class ServerContextFactory(_ContextFactory):
         minimum_version, maximum_version, ciphers, ciphersuites, groups: as
             for :class:`ClientContextFactory`.
         handshake_timeout: seconds before a stalled handshake is abandoned.
+        profile: Mozilla's server-side TLS profile: ``"intermediate"``
+            (the default: TLS 1.2 and 1.3, ECDHE + AEAD ciphers) or
+            ``"modern"`` (TLS 1.3 only).
         alpn_protocols: ALPN protocols to accept, most preferred first.  When
             empty, the wrapped protocol factory's ``acceptableProtocols()``
             (``IProtocolNegotiationFactory``, e.g. a ``twisted.web`` ``Site``)
@@ -690,6 +708,7 @@ class ServerContextFactory(_ContextFactory):
         ciphersuites: str = DEFAULT_CIPHERSUITES,
         groups: str = DEFAULT_GROUPS,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        profile: str = "intermediate",
         alpn_protocols: Sequence[str | bytes] = (),
         sni_certificates: Mapping[str, Any] | None = None,
         session_cache_size: int = 20480,
@@ -701,6 +720,8 @@ class ServerContextFactory(_ContextFactory):
         keylog_file: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(handshake_timeout=handshake_timeout)
+        minimum_version = _profile_minimum(profile, minimum_version)
+        self.profile = profile
         self.protocol = _Protocol(minimum_version, maximum_version, ciphers, ciphersuites, groups)
         _check_depth(verify_depth)
         self.certificate = os.fspath(certificate)
