@@ -102,7 +102,11 @@ def twisted_stack(args: argparse.Namespace) -> None:
 
             cf = client_connect.cf
             if cf is None:
-                cf = client_connect.cf = ClientContextFactory("localhost", cafile=ca, ciphersuites=SUITE)
+                # Full handshakes unless the resumption test: no client session cache.
+                cache = 32 if args.test == "resume" else 0
+                cf = client_connect.cf = ClientContextFactory(
+                    "localhost", cafile=ca, ciphersuites=SUITE, session_cache_size=cache
+                )
             return reactor.connectTCP("127.0.0.1", args.port, TLSWrappingFactory(factory, cf))
         if stack == "twisted":
             from twisted.internet import ssl
@@ -234,7 +238,7 @@ def twisted_stack(args: argparse.Namespace) -> None:
                 self.transport.write(b"k")
 
     if args.role == "server":
-        proto = {"bulk": BulkServer, "hs": EchoServer, "mem": EchoServer, "small": SmallServer}[args.test]
+        proto = {"bulk": BulkServer, "hs": EchoServer, "resume": EchoServer, "mem": EchoServer, "small": SmallServer}[args.test]
         factory = Factory.forProtocol(proto)
         port = reactor.listenTCP(0, server_wrap(factory), interface="127.0.0.1", backlog=512)
         emit({"port": port.getHost().port})
@@ -302,10 +306,10 @@ def twisted_stack(args: argparse.Namespace) -> None:
 
         client_connect(Once(BulkClient()))
 
-    elif args.test in ("hs", "mem"):
+    elif args.test in ("hs", "resume", "mem"):
         state = {"started": 0, "done": 0, "inflight": 0, "errors": 0, "reused": 0, "t_last": 0.0}
         limit = args.count
-        stop_at = [time.monotonic() + args.duration if args.test == "hs" else deadline]
+        stop_at = [time.monotonic() + args.duration if args.test != "mem" else deadline]
         holding: list = []
 
         class Ping(Base):
@@ -324,7 +328,7 @@ def twisted_stack(args: argparse.Namespace) -> None:
                 self.got = True
                 state["done"] += 1
                 state["t_last"] = time.perf_counter()
-                if args.test == "hs":
+                if args.test != "mem":
                     self.transport.loseConnection()
                 else:
                     holding.append(self)
@@ -336,7 +340,7 @@ def twisted_stack(args: argparse.Namespace) -> None:
                     state["errors"] += 1
                     if state["errors"] <= 3:
                         result.setdefault("error_samples", []).append(reason.getErrorMessage())
-                if args.test == "hs" or not self.got:
+                if args.test != "mem" or not self.got:
                     state["inflight"] -= 1
                     launch()
 
@@ -362,7 +366,7 @@ def twisted_stack(args: argparse.Namespace) -> None:
                 state["inflight"] += 1
                 client_connect(ping_factory)
             if state["inflight"] <= 0:
-                if args.test == "hs":
+                if args.test != "mem":
                     elapsed = state["t_last"] - t0
                     result.update(
                         handshakes=state["done"],
@@ -711,7 +715,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("role", choices=["server", "client"])
     parser.add_argument("stack")
-    parser.add_argument("test", choices=["bulk", "hs", "mem", "small"])
+    parser.add_argument("test", choices=["bulk", "hs", "resume", "mem", "small"])
     parser.add_argument("--certs", required=True)
     parser.add_argument("--key", default="rsa")
     parser.add_argument("--port", type=int, default=0)

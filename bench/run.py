@@ -258,6 +258,28 @@ def bench_handshakes(env: Env, stacks: list[str], runs: int, duration: float, ra
     }
 
 
+def bench_resumed(env: Env, runs: int, duration: float, raw: dict) -> dict:
+    """twistls client session cache on (its default): TLS 1.3 resumption against a twistls server."""
+    out: dict = {}
+    for inflight in (1, 32):
+        for r in range(runs):
+            extra = ["--inflight", str(inflight), "--duration", str(duration), "--count", "100000"]
+            res = run_pair(env, "twistls", "resume", "rsa", [], extra, duration + 60)
+            raw.setdefault("resumed", []).append({"run": r, "inflight": inflight, **res})
+            if "error" in res or not res.get("handshakes"):
+                log(f"  resumed x{inflight}: ERROR {res.get('error') or res.get('error_samples')}")
+                continue
+            row = out.setdefault(f"rsa/{inflight}", {"rate": [], "server_ms": [], "reused": [], "handshakes": []})
+            row["rate"].append(res["rate"])
+            row["server_ms"].append(1000 * res["server_cpu"] / res["handshakes"])
+            row["reused"].append(res.get("reused", 0))
+            row["handshakes"].append(res["handshakes"])
+            log(f"  resumed rsa x{inflight} twistls run {r}: {res['rate']:.0f}/s, server {row['server_ms'][-1]:.2f} ms/hs, "
+                f"{res.get('reused', 0)} of {res['handshakes']} resumed")
+    return {mode: {"rate": median(v["rate"]), "server_ms": median(v["server_ms"]),
+                   "resumed_fraction": sum(v["reused"]) / max(1, sum(v["handshakes"]))} for mode, v in out.items()}
+
+
 def bench_memory(env: Env, stacks: list[str], runs: int, count: int, raw: dict) -> dict:
     out: dict = {}
     for r in range(runs):
@@ -535,8 +557,8 @@ def main() -> int:
         if "hs" in only:
             log(f"full handshakes: {duration} s per run, RSA-2048 and ECDSA P-256, 1 and 32 in flight")
             results["handshakes"] = bench_handshakes(env, stacks, runs, duration, raw)
-            results["resumed_handshakes"] = "skipped: twistls has no session resumption API yet"
-            log(f"  resumed handshakes: {results['resumed_handshakes']}")
+            if "twistls" in stacks:
+                results["resumed_handshakes"] = bench_resumed(env, runs, duration, raw)
         if "mem" in only:
             log(f"memory: {mem_count} idle connections")
             results["memory"] = bench_memory(env, stacks, runs, mem_count, raw)
@@ -562,8 +584,14 @@ def main() -> int:
     print(f"twistls benchmark ({'quick' if quick else 'full'}, medians of {runs}; TLS 1.3 {SUITE} forced on every stack; "
           f"load average {results['machine']['loadavg_start'][0]:.1f} at start, {results['machine']['loadavg_end'][0]:.1f} at end)")
     print(f"M2Crypto TwistedProtocolWrapper: {results['m2_wrapper']}")
-    if isinstance(results.get("resumed_handshakes"), str):
-        print(f"resumed handshakes: {results['resumed_handshakes']}")
+    resumed = results.get("resumed_handshakes")
+    if resumed:
+        full = results.get("handshakes", {})
+        for mode, v in resumed.items():
+            f = full.get(mode, {}).get("twistls", {})
+            print(f"twistls resumed handshakes {mode.replace('/', ' x')}: {fmt(v['rate'])}/s "
+                  f"({fmt(ratio(v['rate'], f.get('rate')), '.2f')}x its full-handshake rate), server {fmt(v['server_ms'], '.2f')} ms each, "
+                  f"{100 * v['resumed_fraction']:.0f}% resumed")
     print(table)
     print(f"\nresults: {os.path.relpath(path, ROOT)}  ({results['seconds']:.0f} s)")
     return 0

@@ -245,6 +245,8 @@ class TLSEngine:
         self.peer_closed = False
         self._established_once = False
         self._unproductive = 0
+        #: Whether the connection failed (a plain attribute: the wrapper reads it on every write).
+        self.failed = False
 
     # -- input -----------------------------------------------------------------
 
@@ -361,10 +363,6 @@ class TLSEngine:
         """Whether the handshake completed and the peer was approved."""
         return self._established_once and self.error is None
 
-    @property
-    def failed(self) -> bool:
-        """Whether the connection failed."""
-        return self._state == self._FAILED
 
     @property
     def pending_plaintext(self) -> int:
@@ -562,6 +560,7 @@ class TLSEngine:
 
     def _fail(self, error: TLSError, events: list[Event], *, discard_output: bool = False) -> None:
         self._state = self._FAILED
+        self.failed = True
         self.error = error
         self._pending = []
         if discard_output:

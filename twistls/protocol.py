@@ -72,6 +72,8 @@ log = Logger(namespace="twistls")
 
 #: Writes are gathered until this many bytes, or the end of the reactor turn.
 _AGGREGATE_LIMIT = 1 << 14
+#: Larger writes are encrypted and handed to the transport in pieces of this size.
+_WRITE_CHUNK = 1 << 17
 
 
 @implementer(IPushProducer)
@@ -153,6 +155,10 @@ class TLSProtocolWrapper(ProtocolWrapper):
         super().__init__(factory, wrappedProtocol)
         self._clock: IReactorTime = factory.clock
         self._handshake_done = False
+        #: write()'s fast path: handshake done, no producer, not lost (and not
+        #: ``disconnecting``, checked on every write).
+        self._fast_write = False
+        self.disconnecting = False
         self._handshake_waiters: list[Deferred[ConnectionInfo]] = []
         self._reason: Failure | None = None  # why the connection ends, if not clean
         self._write_buffer: list[bytes] = []
@@ -236,6 +242,16 @@ class TLSProtocolWrapper(ProtocolWrapper):
     # -- transport side (what the wrapped protocol calls) ---------------------
 
     def write(self, data: bytes) -> None:
+        if self._fast_write and not self.disconnecting:
+            # Established, no producer: gather until the end of this reactor
+            # turn (or _AGGREGATE_LIMIT).  Everything else takes the full path.
+            self._write_buffer.append(data)
+            self._buffered += len(data)
+            if self._buffered >= _AGGREGATE_LIMIT:
+                self._flush_writes()
+            elif self._flush_call is None:
+                self._flush_call = self._clock.callLater(0, self._flush_writes)
+            return
         if self._lost or self.disconnecting:
             return
         engine = self._engine
@@ -266,11 +282,20 @@ class TLSProtocolWrapper(ProtocolWrapper):
         buffer = self._write_buffer
         if not buffer or self._engine is None:
             return
+        if self._idle_call is not None:
+            self._last_activity = self._clock.seconds()
         data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
         buffer.clear()
         self._buffered = 0
+        send = self._engine.send_plaintext
         try:
-            self._engine.send_plaintext(data)
+            if len(data) <= _WRITE_CHUNK:
+                send(data)
+            else:  # big writes go out in pieces: small memory BIOs, cache-warm copies
+                view = memoryview(data)
+                for start in range(0, len(data), _WRITE_CHUNK):
+                    send(view[start : start + _WRITE_CHUNK])
+                    self._send_engine_output()
         except EngineStateError:
             return
         self._send_engine_output()
@@ -331,6 +356,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
         gate = _ProducerGate(producer, streaming)
         self._detach_throttle()
         self._gate = gate
+        self._fast_write = False  # with a producer, every write is flushed at once
         self._flush_writes()
         self.transport.registerProducer(gate, True if streaming else False)
         if self._engine is not None and not self._handshake_done:
@@ -340,6 +366,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if self._gate is None:
             return
         self._gate = None
+        self._fast_write = self._handshake_done and not self._lost
         self._flush_writes()
         if not self._lost:
             self.transport.unregisterProducer()
@@ -473,6 +500,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
 
     def _on_handshake(self) -> None:
         self._handshake_done = True
+        self._fast_write = self._gate is None and not self._lost
         self._cancel_timeout()
         idle = self.factory.idle_timeout
         if idle is not None:
@@ -562,6 +590,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if self._lost:
             return
         self._lost = True
+        self._fast_write = False
         self._cancel_timeout()
         for attr in ("_flush_call", "_close_call", "_idle_call"):
             call = getattr(self, attr)
