@@ -120,3 +120,42 @@ class NegotiatedProtocolTests(TestCase):
         negotiated, info = yield self.negotiate(["h2"], ["imap"])
         self.assertIsNone(negotiated)
         self.assertIsNone(info.alpn_protocol)
+
+
+class HTTP2SNITests(TestCase):
+    timeout = 60
+
+    def setUp(self):
+        if not curl_has_http2():
+            raise SkipTest("curl with HTTP/2 support is not installed")
+
+    @defer.inlineCallbacks
+    def fetch(self, name):
+        from tests.test_features_engine import sni_pki
+
+        p = pki()
+        certs = sni_pki()
+        tls = ServerContextFactory(certs["default"].chain, sni_certificates={"a.example": certs["a.example"].chain})
+        port = reactor.listenTCP(0, TLSWrappingFactory(server.Site(Hello()), tls), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        out, err, code = yield getProcessOutputAndValue(
+            CURL,
+            ["-sS", "--max-time", "15", "--http2", "--cacert", p.cafile, "--resolve", f"{name}:{number}:127.0.0.1",
+             "-w", "\n%{http_version}", f"https://{name}:{number}/"],
+            env={},
+        )
+        return out, err, code
+
+    @defer.inlineCallbacks
+    def test_sni_name_served_over_http2(self):
+        """curl asking for a.example verifies the a.example certificate and speaks HTTP/2."""
+        out, err, code = yield self.fetch("a.example")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out, b"hello over HTTP/2\n2")
+
+    @defer.inlineCallbacks
+    def test_unknown_name_fails_verification(self):
+        """curl asking for b.example gets the default certificate and refuses it."""
+        out, err, code = yield self.fetch("b.example")
+        self.assertEqual(code, 60, err)  # CURLE_PEER_FAILED_VERIFICATION
