@@ -425,7 +425,7 @@ def _alpn_keyword(factory_class: type, protocols: list[str]) -> dict[str, Any]:
     raise ConfigurationError("twistls endpoint: alpn= is not supported by this version of twistls")
 
 
-def client_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs: str | bytes) -> TLSClientEndpoint:
+def _client_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs: str | bytes) -> TLSClientEndpoint:
     """Build a client endpoint from ``twistls:`` string parameters (see the module docstring).
 
     Raises:
@@ -496,7 +496,7 @@ def _is_ip(host: str) -> bool:
     return parse_ip(host) is not None
 
 
-def server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs: str | bytes) -> TLSServerEndpoint:
+def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs: str | bytes) -> TLSServerEndpoint:
     """Build a server endpoint from ``twistls:`` string parameters (see the module docstring).
 
     Raises:
@@ -543,7 +543,7 @@ class _ClientParser:
     prefix = "twistls"
 
     def parseStreamClient(self, reactor: Any, *args: str, **kwargs: str) -> TLSClientEndpoint:
-        return client_endpoint_from_parameters(reactor, *args, **kwargs)
+        return _client_endpoint_from_parameters(reactor, *args, **kwargs)
 
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
@@ -553,4 +553,4 @@ class _ServerParser:
     prefix = "twistls"
 
     def parseStreamServer(self, reactor: Any, *args: str, **kwargs: str) -> TLSServerEndpoint:
-        return server_endpoint_from_parameters(reactor, *args, **kwargs)
+        return _server_endpoint_from_parameters(reactor, *args, **kwargs)
