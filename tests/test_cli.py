@@ -274,6 +274,18 @@ class ProbeTests(TestCase):
         self.assertIsNotNone(report["session_reused_on_reconnect"])
 
     @defer.inlineCallbacks
+    def test_alpn_and_resumption_reported(self):
+        """--alpn offers protocols; the reconnect resumes the session."""
+        p = pki()
+        port, _ = listen_tls(self, ServerContextFactory(p.server.cert, p.server.key, alpn_protocols=["http/1.1"]))
+        report = yield self.probe(port, alpn=("h2", "http/1.1"))
+        self.assertTrue(report["verified"], report)
+        self.assertEqual(report["alpn"], "http/1.1")
+        self.assertIs(report["session_reused"], False)
+        self.assertIs(report["session_reused_on_reconnect"], True)
+        self.assertIsNotNone(report["group"])
+
+    @defer.inlineCallbacks
     def test_ip_address_over_ipv6(self):
         """[::1]:port checks the IP SAN and sends no SNI."""
         p = pki()
@@ -528,6 +540,42 @@ class VerifyAgreementTests(TestCase):
 
     def test_deep_within_limit(self):
         return self.agree(pki().deep_server, "localhost", None, depth=3)
+
+    @defer.inlineCallbacks
+    def test_revoked_with_crlfile(self):
+        """--crlfile: a certificate revoked by the CA's CRL is rejected by both."""
+        import datetime
+
+        from cryptography.hazmat.primitives import hashes, serialization
+
+        p = pki()
+        leaf = p.leaf("revoked", p.ca, "localhost")
+        cert = x509.load_der_x509_certificate(leaf.der)
+        ca_cert = x509.load_pem_x509_certificate(p.ca.cert_pem.bytes())
+        ca_key = serialization.load_pem_private_key(p.ca.private_key_pem.bytes(), None)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        crl = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca_cert.subject)
+            .last_update(now - datetime.timedelta(minutes=5))
+            .next_update(now + datetime.timedelta(days=1))
+            .add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(now).build()
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        crlfile = os.path.join(p.dir, "revoked.crl.pem")
+        with open(crlfile, "wb") as f:
+            f.write(crl.public_bytes(serialization.Encoding.PEM))
+        port, _ = listen_tls(self, ServerContextFactory(leaf.cert, leaf.key))
+        client = Collector(b"x", expect=1)
+        connect_tls(ClientContextFactory("localhost", cafile=p.cafile, crlfile=crlfile), port, client)
+        _, reason = yield client.done
+        code, out = call_main("verify", leaf.cert, "--cafile", p.cafile, "--host", "localhost", "--crlfile", crlfile)
+        self.assertEqual(code, 1, out)
+        self.assertIn("CertificateRevokedError", out)
+        self.assertEqual(type(reason.value).__name__, "CertificateRevokedError", reason)
+        self.assertEqual(call_main("verify", leaf.cert, "--cafile", p.cafile, "--host", "localhost")[0], 0)
 
 
 class VerifyCommandTests(SynchronousTestCase):

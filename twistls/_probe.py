@@ -149,8 +149,16 @@ class Attempt:
 
 
 async def _connect(
-    reactor: Any, host: str, port: int, context_factory: Any, starttls: str | None, timeout: float
+    reactor: Any,
+    host: str,
+    port: int,
+    context_factory: Any,
+    starttls: str | None,
+    timeout: float,
+    linger: float = 0.0,
 ) -> Attempt:
+    """One connection; ``linger`` seconds are spent after the handshake so that
+    TLS 1.3 session tickets (sent after it) arrive for a resumption test."""
     from twisted.internet import defer, endpoints, error, protocol
 
     from twistls.protocol import TLSWrappingFactory
@@ -180,7 +188,10 @@ async def _connect(
 
         def handshake_done(self, info: Any) -> None:
             attempt.info = info
-            self.transport.loseConnection()
+            if linger > 0:
+                reactor.callLater(linger, self.transport.loseConnection)
+            else:
+                self.transport.loseConnection()
 
         def dataReceived(self, data: bytes) -> None:
             if self.preamble is None or not self.preamble.steps:
@@ -297,6 +308,7 @@ async def probe(
     timeout: float = 10.0,
     reconnect: bool = True,
     details_when_rejected: bool = True,
+    alpn: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Probe ``host:port``; returns the report as a JSON-ready dict.
 
@@ -313,7 +325,8 @@ async def probe(
     from twistls.errors import TLSError
 
     expected = servername or host
-    factory = ClientContextFactory(expected, cafile=cafile, capath=capath, handshake_timeout=timeout)
+    extra: dict[str, Any] = {"alpn_protocols": list(alpn)} if alpn else {}
+    factory = ClientContextFactory(expected, cafile=cafile, capath=capath, handshake_timeout=timeout, **extra)
     report: dict[str, Any] = {
         "target": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "address": None,
@@ -328,6 +341,7 @@ async def probe(
         "protocol_version": None,
         "cipher": None,
         "cipher_bits": None,
+        "group": None,
         "compression": None,
         "alpn": None,
         "session_reused": None,
@@ -339,7 +353,7 @@ async def probe(
         "error_type": None,
         "preamble": [],
     }
-    first = await _connect(reactor, host, port, factory, starttls, timeout)
+    first = await _connect(reactor, host, port, factory, starttls, timeout, linger=0.3 if reconnect else 0.0)
     report["address"] = first.address
     report["preamble"] = first.transcript
     details = first.info
@@ -364,7 +378,7 @@ async def probe(
                 logger.addFilter(quiet)
                 try:
                     insecure = ClientContextFactory(
-                        expected, insecure_skip_verify=True, handshake_timeout=timeout
+                        expected, insecure_skip_verify=True, handshake_timeout=timeout, **extra
                     )
                 finally:
                     logger.removeFilter(quiet)
@@ -389,6 +403,7 @@ async def probe(
         report["protocol_version"] = details.version
         report["cipher"] = details.cipher
         report["cipher_bits"] = details.cipher_bits
+        report["group"] = getattr(details, "group", None)
         report["compression"] = getattr(details, "compression", None)
         report["alpn"] = details.alpn_protocol
     return report
@@ -427,6 +442,7 @@ def format_report(report: dict[str, Any]) -> str:
         rows += [
             ("protocol version", report["protocol_version"] or "-"),
             ("cipher", f"{report['cipher'] or '-'}{bits}"),
+            ("key exchange group", report["group"] or "-"),
             ("compression", report["compression"] or "none"),
             ("ALPN", report["alpn"] or "none"),
         ]
@@ -467,6 +483,7 @@ def run(args: Any) -> int:
                 servername=args.servername,
                 timeout=args.timeout,
                 reconnect=not args.no_reconnect,
+                alpn=tuple(p for p in (args.alpn or "").split(",") if p),
             )
         except ConfigurationError as exc:
             print(f"twistls probe: {exc}", file=sys.stderr)

@@ -152,6 +152,7 @@ def verify_certificate(
     at: datetime.datetime | None = None,
     depth: int | None = None,
     allow_common_name: bool = False,
+    crlfile: str | None = None,
 ) -> VerifyResult:
     """Verify ``certificate`` for ``hostname`` as a twistls client would.
 
@@ -164,6 +165,7 @@ def verify_certificate(
         at: verify as of this time instead of now.
         depth: maximum chain depth (the client default otherwise).
         allow_common_name: the client's legacy commonName fallback.
+        crlfile: CRLs the client would load (``crlfile=``).
 
     Returns:
         A :class:`VerifyResult`; ``accepted`` is true only when a client
@@ -188,6 +190,7 @@ def verify_certificate(
         verify_depth=depth,
         allow_common_name=allow_common_name,
         handshake_timeout=None,
+        **({"crlfile": crlfile} if crlfile is not None else {}),
     )
     ctx = factory.context_address
     result = VerifyResult(
@@ -358,6 +361,7 @@ def run(args: Any) -> int:
             at=at,
             depth=args.depth,
             allow_common_name=args.legacy_common_name,
+            crlfile=getattr(args, "crlfile", None),
         )
     except ConfigurationError as exc:
         print(f"twistls verify: {exc}", file=sys.stderr)

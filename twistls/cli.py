@@ -88,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="the name the certificate must hold and that is sent as SNI (default: HOST)",
     )
+    probe.add_argument(
+        "--alpn",
+        metavar="PROTOS",
+        help="offer these ALPN protocols, comma-separated (e.g. h2,http/1.1); default: none",
+    )
     probe.add_argument("--json", action="store_true", help="print the report as one JSON object")
     probe.add_argument(
         "--timeout",
@@ -134,6 +139,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept a commonName match on certificates without any subjectAltName "
         "(the client's allow_common_name=True)",
+    )
+    verify.add_argument(
+        "--crlfile",
+        metavar="F",
+        help="PEM file of CRLs to check the certificate against, as a client with crlfile=F would",
     )
     verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
