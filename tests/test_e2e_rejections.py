@@ -8,6 +8,7 @@ The last tests check the security ordering: a secret the client writes in
 
 from __future__ import annotations
 
+import datetime
 import os
 import ssl
 from typing import Any
@@ -20,6 +21,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from twistls import (
     CertificateExpiredError,
+    CertificateNotYetValidError,
     ChainTooLongError,
     ClientContextFactory,
     HostnameMismatchError,
@@ -34,7 +36,7 @@ from twistls import (
     spki_sha256,
 )
 from tests._e2e import Collector, LineEcho, ServerRecorder, bounded, connect_tls, listen_tls, python_ssl_client
-from tests._pki import pki, self_signed
+from tests._pki import HOSTS, pki, self_signed
 
 LINE = b"hello\n"
 REPLY = b"ECHO: hello\n"
@@ -141,6 +143,22 @@ class RejectionTests(TestCase):
         self.assertIn("certificate has expired", str(error))
         self.assertIn("depth 0", str(error))
         self.assertEqual(data, b"")
+        yield self.assert_served(port, client_cf("localhost"))
+
+    @defer.inlineCallbacks
+    def test_not_yet_valid_certificate(self):
+        """A server certificate valid only from tomorrow fails with CertificateNotYetValidError; a valid certificate on the same port is served."""
+        p = pki()
+        now = datetime.datetime.now(datetime.timezone.utc)
+        future = p.leaf(
+            "future", p.ca, *HOSTS, not_before=now + datetime.timedelta(days=1), not_after=now + datetime.timedelta(days=30)
+        )
+        server = ServerContextFactory(p.server.cert, p.server.key, sni_certificates={"example.com": (future.cert, future.key)})
+        port, _ = self.serve(server)
+        data, reason = yield self.attempt(port, client_cf("example.com"))
+        self.assertTrue(reason.check(CertificateNotYetValidError), reason)
+        self.assertEqual((reason.value.verify_code, reason.value.depth), (9, 0))
+        self.assertIn("certificate is not yet valid", str(reason.value))
         yield self.assert_served(port, client_cf("localhost"))
 
     @defer.inlineCallbacks
