@@ -25,6 +25,7 @@ from twistls import (
     PeerAlertError,
     ProtocolVersionError,
     ServerContextFactory,
+    TLSError,
     UntrustedCertificateError,
 )
 from tests._e2e import (
@@ -39,6 +40,9 @@ from tests._e2e import (
     python_ssl_server,
 )
 from tests._pki import pki
+
+#: SSL_OP_NO_EXTENDED_MASTER_SECRET (SSL_OP_BIT(0) in OpenSSL 3.0), for peers that refuse RFC 7627.
+NO_EXTENDED_MASTER_SECRET = 1 << 0
 
 #: Ciphers OpenSSL 3 needs to offer TLS 1.0/1.1 at all (they use SHA-1).
 LEGACY = ("-cipher", "DEFAULT@SECLEVEL=0")
@@ -292,6 +296,20 @@ class PythonSSLServerTests(TestCase):
         self.assertIn("close_notify", str(reason.value))
 
     @defer.inlineCallbacks
+    def test_tls12_without_extended_master_secret_refused(self):
+        """A TLS 1.2 Python ssl server that refuses the extended master secret is rejected with TLSError naming it."""
+        ctx = self.context(pki().server, ssl.TLSVersion.TLSv1_2)
+        ctx.options |= NO_EXTENDED_MASTER_SECRET
+        port, served = python_ssl_server(self, ctx, reply=b"PY ")
+        collector = Collector(b"must not be sent\n")
+        connect_tls(client_cf(), port, collector)
+        data, reason = yield bounded(collector.done, 30, "twistls client against no-EMS server")
+        result = yield bounded(served, 30, "Python ssl server thread")
+        self.assertTrue(reason.check(TLSError), reason)
+        self.assertIn("extended master secret", str(reason.value))
+        self.assertEqual((data, result["received"]), (b"", b""))
+
+    @defer.inlineCallbacks
     def test_expired_server_rejected(self):
         """A Python ssl server with an expired certificate is rejected with CertificateExpiredError."""
         data, reason, result, _ = yield self.round_trip(pki().expired_server)
@@ -335,6 +353,19 @@ class PythonSSLClientTests(TestCase):
     def test_tls12_round_trips(self):
         """A Python ssl client capped at TLS 1.2 gets its line echoed over TLS 1.2."""
         return self.check("TLSv1.2", ssl.TLSVersion.TLSv1_2)
+
+    @defer.inlineCallbacks
+    def test_tls12_client_without_extended_master_secret_refused(self):
+        """A TLS 1.2 Python client that refuses the extended master secret is cut off by the twistls server with TLSError, before any data."""
+        ctx = ssl.create_default_context(cafile=pki().cafile)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.options |= NO_EXTENDED_MASTER_SECRET
+        result, server_proto = yield self.run_client(ctx)
+        self.assertEqual(result["received"], b"")
+        self.assertIsNotNone(result["error"])
+        self.assertTrue(server_proto.reason.check(TLSError), server_proto.reason)
+        self.assertIn("extended master secret", str(server_proto.reason.value))
+        self.assertEqual(b"".join(server_proto.chunks), b"")
 
     @defer.inlineCallbacks
     def test_client_distrusting_server_alerts_it(self):
