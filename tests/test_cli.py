@@ -460,10 +460,12 @@ class OpenSSLServerTests(TestCase):
         self.server.wait(timeout=10)
 
     @defer.inlineCallbacks
-    def test_verified(self):
-        report = yield defer.ensureDeferred(
-            probe(reactor, "localhost", self.port, cafile=pki().cafile, timeout=10, reconnect=False)
+    def test_verified_exit_0(self):
+        out, err, code = yield run_cli(
+            "probe", f"localhost:{self.port}", "--cafile", pki().cafile, "--json", "--no-reconnect"
         )
+        self.assertEqual(code, 0, out + err)
+        report = json.loads(out)
         self.assertTrue(report["verified"], report)
         self.assertGreaterEqual(len(report["chain"]), 2)  # s_server -cert_chain repeats the leaf
 
