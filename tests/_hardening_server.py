@@ -2,7 +2,8 @@
 
     python tests/_hardening_server.py MODE CERT KEY [BYTES]
 
-MODE ``echo``: echo everything (no producer of its own).
+MODE ``echo``: echo everything (no producer of its own); an optional 4th
+argument is the factory's ``profile`` (``modern``).
 MODE ``push``: after the handshake, write BYTES bytes through a registered
 streaming producer, then close.
 Prints ``PORT <n>`` once listening; exits when stdin closes.
@@ -67,9 +68,13 @@ def main() -> None:
     proto: type[protocol.Protocol] = Echo if mode == "echo" else Push
     if mode == "push":
         Push.total = int(sys.argv[4])
+    profile = sys.argv[4] if mode == "echo" and len(sys.argv) > 4 else "intermediate"
     factory = protocol.Factory.forProtocol(proto)
     port = reactor.listenTCP(
-        0, TLSWrappingFactory(factory, ServerContextFactory(cert, key)), interface="127.0.0.1", backlog=256
+        0,
+        TLSWrappingFactory(factory, ServerContextFactory(cert, key, profile=profile)),
+        interface="127.0.0.1",
+        backlog=256,
     )
     stdio.StandardIO(StdinWatch())
     sys.stdout.write(f"PORT {port.getHost().port}\n")

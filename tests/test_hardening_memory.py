@@ -9,6 +9,7 @@ import select
 import subprocess
 import sys
 import time
+from typing import Any
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.interfaces import IPushProducer
@@ -26,11 +27,13 @@ RSS_BOUND = 64 << 20
 SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_hardening_server.py")
 
 
-def start_server(testcase: TestCase, mode: str, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    testcase: Any, mode: str, *extra: str, cert: str | None = None, key: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     """Run tests/_hardening_server.py; returns (process, port)."""
     p = pki()
     proc = subprocess.Popen(
-        [sys.executable, SERVER, mode, p.server.cert, p.server.key, *extra],
+        [sys.executable, SERVER, mode, cert or p.server.cert, key or p.server.key, *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
