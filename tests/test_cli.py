@@ -114,6 +114,7 @@ class ArgumentTests(SynchronousTestCase):
         self.assertEqual(parse_time("2030-01-02").isoformat(), "2030-01-02T00:00:00+00:00")
         self.assertEqual(parse_time("2030-01-02T03:04:05Z").isoformat(), "2030-01-02T03:04:05+00:00")
         self.assertEqual(parse_time("2030-01-02T03:04:05+02:00").utcoffset().total_seconds(), 7200)
+        self.assertEqual(parse_time("@1893456000").isoformat(), "2030-01-01T00:00:00+00:00")
         self.assertRaises(ConfigurationError, parse_time, "next tuesday")
 
     def test_no_command_prints_help(self):

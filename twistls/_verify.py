@@ -60,12 +60,15 @@ class VerifyResult:
 
 def parse_time(text: str) -> datetime.datetime:
     """An ISO 8601 time (``2030-01-01``, ``2030-01-01T12:00:00Z``,
-    ``...+02:00``); a time without a zone is UTC.
+    ``...+02:00``); a time without a zone is UTC.  ``@SECONDS`` (seconds
+    since the epoch, what ``openssl verify -attime`` takes) is accepted too.
 
     Raises:
         ConfigurationError: not an ISO 8601 time.
     """
     value = text.strip()
+    if value.startswith("@") and value[1:].isdigit():
+        return datetime.datetime.fromtimestamp(int(value[1:]), datetime.timezone.utc)
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
     try:

@@ -129,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--at",
         metavar="TIME",
-        help="verify as of this ISO 8601 time (e.g. 2030-01-31T12:00:00Z), like openssl verify -attime",
+        help="verify as of this ISO 8601 time (e.g. 2030-01-31T12:00:00Z; or @SECONDS since the epoch), "
+        "like openssl verify -attime",
     )
     verify.add_argument(
         "--depth", metavar="N", type=_depth, default=None, help="maximum chain depth (client default: 9)"
