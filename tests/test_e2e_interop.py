@@ -12,6 +12,8 @@ import os
 import re
 import ssl
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer, protocol, reactor
 from twisted.internet import ssl as tssl
 from twisted.internet.error import ConnectionDone
@@ -27,6 +29,7 @@ from twistls import (
     ServerContextFactory,
     TLSError,
     UntrustedCertificateError,
+    VerificationError,
 )
 from tests._e2e import (
     Collector,
@@ -39,7 +42,7 @@ from tests._e2e import (
     python_ssl_client,
     python_ssl_server,
 )
-from tests._pki import pki
+from tests._pki import pki, self_signed
 
 #: SSL_OP_NO_EXTENDED_MASTER_SECRET (SSL_OP_BIT(0) in OpenSSL 3.0), for peers that refuse RFC 7627.
 NO_EXTENDED_MASTER_SECRET = 1 << 0
@@ -167,6 +170,26 @@ class OpenSSLServerTests(TestCase):
         self.assertTrue(reason.check(UntrustedCertificateError), reason)
         self.assertEqual(reason.value.depth, 0)
         self.assertIn("unable to get local issuer certificate", str(reason.value))
+        self.assertEqual(data, b"")
+
+    @defer.inlineCallbacks
+    def test_weak_rsa_key_rejected(self):
+        """An s_server with a trusted but 1024-bit RSA certificate is rejected by security level 2 with VerificationError 'key too weak'."""
+        der, key_pem = self_signed("localhost", san=[x509.DNSName("localhost")], rsa_bits=1024)
+        base = self.mktemp()
+        os.makedirs(base)
+        cert, key = os.path.join(base, "weak.pem"), os.path.join(base, "weak-key.pem")
+        with open(cert, "wb") as f:
+            f.write(x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM))
+        with open(key, "wb") as f:
+            f.write(key_pem)
+        port, run = yield openssl_server(self, "-www", *LEGACY, cert=cert, key=key)
+        collector = Collector(b"GET / HTTP/1.0\r\n\r\n")
+        connect_tls(ClientContextFactory("localhost", cafile=cert), port, collector)
+        data, reason = yield bounded(collector.done, 30, "twistls client against weak-key s_server")
+        self.assertTrue(reason.check(VerificationError), reason)
+        self.assertEqual((reason.value.verify_code, reason.value.depth), (66, 0))
+        self.assertIn("key too weak", str(reason.value))
         self.assertEqual(data, b"")
 
     @defer.inlineCallbacks
