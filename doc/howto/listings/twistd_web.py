@@ -9,8 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
-import warnings
 import tempfile
+import warnings
 
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import deferLater, react
