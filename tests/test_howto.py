@@ -218,6 +218,19 @@ class DocumentTests(SynchronousTestCase):
                 shown.add(os.path.basename(path)[:-3])
         self.assertEqual(sorted(shown), listing_names())
 
+    def test_literalinclude_options_point_at_real_code(self):
+        """``:pyobject:`` names a function or class of the listing; ``:lines:`` stays inside it."""
+        directive = re.compile(r"^\.\. literalinclude::\s*(\S+)\n((?:[ \t]+:\w+:.*\n)*)", re.M)
+        for page in rst_files():
+            for target, options in directive.findall(read(page)):
+                source = read(os.path.normpath(os.path.join(HOWTO, target)))
+                for option, value in re.findall(r":(\w+):\s*(.*)", options):
+                    if option == "pyobject":
+                        self.assertRegex(source, rf"(?m)^(async def|def|class) {re.escape(value.strip())}\b", f"{page}: {value}")
+                    elif option == "lines":
+                        last = max(int(n) for n in re.findall(r"\d+", value))
+                        self.assertLessEqual(last, len(source.splitlines()), f"{page}: {target} {value}")
+
     def test_no_untested_python_blocks(self):
         """Python appears in the pages only through literalinclude of tested listings."""
         pattern = re.compile(r"^\s*\.\. (code-block|code|sourcecode|doctest|testcode)::\s*(python|pycon|py)?\s*$", re.M)
