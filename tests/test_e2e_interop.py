@@ -509,3 +509,69 @@ class TwistedTLSClientTests(TestCase):
         self.assertTrue(server_proto.reason.check(PeerAlertError), server_proto.reason)
         self.assertEqual(server_proto.reason.value.alert, "unknown ca")
         self.assertEqual(b"".join(server_proto.chunks), b"")
+
+
+class CipherPolicyOnTheWireTests(TestCase):
+    """twistls' TLS 1.2 cipher and TLS 1.3 group policy, observed against openssl."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def client_against(self, *server_args: str):  # type: ignore[no-untyped-def]
+        p = pki()
+        port, run = yield openssl_server(self, "-www", *server_args, cert=p.server.cert, key=p.server.key)
+        collector = Collector(b"GET / HTTP/1.0\r\n\r\n")
+        connect_tls(client_cf(), port, collector)
+        data, reason = yield bounded(collector.done, 30, "twistls client against s_server")
+        return data, reason, collector
+
+    @defer.inlineCallbacks
+    def test_client_accepts_ecdhe_aead_cipher(self):
+        """Against an s_server offering only ECDHE-ECDSA-AES128-GCM-SHA256 at TLS 1.2, the client negotiates exactly that."""
+        data, reason, collector = yield self.client_against("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256")
+        self.assertIn(b"HTTP/1.0 200 ok", data)
+        info = collector.transport.connection_info()
+        self.assertEqual((info.version, info.cipher), ("TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256"))
+
+    @defer.inlineCallbacks
+    def test_client_refuses_cbc_cipher(self):
+        """Against an s_server offering only a CBC cipher at TLS 1.2, the client fails with PeerAlertError 'handshake failure'."""
+        data, reason, _ = yield self.client_against("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA")
+        self.assertTrue(reason.check(PeerAlertError), reason)
+        self.assertEqual(reason.value.alert, "handshake failure")
+        self.assertEqual(data, b"")
+
+    @defer.inlineCallbacks
+    def s_client(self, *args: str):  # type: ignore[no-untyped-def]
+        port, factory = listen_tls(self, server_cf(), proto=LineEcho)
+        run = openssl_client(self, port, "-ign_eof", *args, stdin=b"hello\n")
+        code = yield bounded(run.ended, 30, "openssl s_client")
+        server_proto = factory.instances[0]
+        yield bounded(server_proto.lost, 10, "server end")
+        return run, code, server_proto
+
+    @defer.inlineCallbacks
+    def test_server_accepts_p256_only_client(self):
+        """A TLS 1.3 s_client offering only P-256 is served with that group."""
+        run, code, server_proto = yield self.s_client("-groups", "P-256")
+        self.assertEqual(code, 0, run.output)
+        self.assertIn(b"ECHO: hello", run.output)
+        self.assertEqual((server_proto.info.version, server_proto.info.group), ("TLSv1.3", "P-256"))
+
+    @defer.inlineCallbacks
+    def test_server_refuses_ffdhe_only_client(self):
+        """A TLS 1.3 s_client offering only finite-field groups is refused with TLSError naming the missing key share."""
+        run, code, server_proto = yield self.s_client("-groups", "ffdhe2048")
+        self.assertNotEqual(code, 0, run.output)
+        self.assertTrue(server_proto.reason.check(TLSError), server_proto.reason)
+        self.assertIn("key share", str(server_proto.reason.value))
+        self.assertEqual(b"".join(server_proto.chunks), b"")
+
+    @defer.inlineCallbacks
+    def test_server_refuses_cbc_only_client(self):
+        """A TLS 1.2 s_client offering only a CBC cipher is refused with TLSError 'no shared cipher'."""
+        run, code, server_proto = yield self.s_client("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA")
+        self.assertNotEqual(code, 0, run.output)
+        self.assertTrue(server_proto.reason.check(TLSError), server_proto.reason)
+        self.assertIn("no shared cipher", str(server_proto.reason.value))
+        self.assertEqual(b"".join(server_proto.chunks), b"")
