@@ -98,20 +98,23 @@ class OptionsTests(SynchronousTestCase):
         self.assertIs(sub["context-factory"], sub["listen-endpoint"].context_factory)
 
     def test_make_service_shapes(self) -> None:
-        """makeService gives one listening service for proxy, two for echo with STARTTLS."""
+        """makeService gives one listening service for proxy, two for echo with STARTTLS, and a SIGHUP reloader for the TLS certificate."""
         proxy = tap.makeService(parse("proxy", "--listen", self.listen, "--connect", "tcp:127.0.0.1:1"))
         self.assertIsInstance(proxy, MultiService)
-        children = list(proxy)
+        children = [c for c in proxy if isinstance(c, StreamServerEndpointService)]
         self.assertEqual(len(children), 1)
-        self.assertIsInstance(children[0], StreamServerEndpointService)
         self.assertIsInstance(children[0].factory, tap._ProxyFactory)
+        reloaders = [c for c in proxy if isinstance(c, tap._ReloadOnSighup)]
+        self.assertEqual([r.factories for r in reloaders], [[children[0].endpoint.context_factory]])
         echo = tap.makeService(
             parse("echo", "--certificate", self.p.server.chain, "--port", "0", "--starttls-port", "0")
         )
-        tls, plain = list(echo)
+        tls, plain = [c for c in echo if isinstance(c, StreamServerEndpointService)]
         self.assertIsInstance(tls.endpoint, TLSServerEndpoint)
         self.assertIsInstance(plain.factory, TLSWrappingFactory)
         self.assertTrue(plain.factory.start_tls)
+        (reloader,) = [c for c in echo if isinstance(c, tap._ReloadOnSighup)]
+        self.assertEqual(reloader.factories, [tls.endpoint.context_factory])
 
     def test_help_explains_every_option(self) -> None:
         """--help of each sub-command documents each of its options."""

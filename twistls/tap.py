@@ -379,8 +379,40 @@ class Options(usage.Options):
             raise usage.UsageError("choose a sub-command: proxy or echo (see --help)")
 
 
+class _ReloadOnSighup(service.Service):
+    """While running, ``SIGHUP`` reloads the server certificates and keys from
+    their files (new connections get them; a failed reload keeps the old ones
+    and is logged)."""
+
+    def __init__(self, factories: list[Any]) -> None:
+        self.factories = factories
+        self._restore: Any = None
+
+    def startService(self) -> None:
+        from twistls.context import reload_on_sighup
+
+        service.Service.startService(self)
+        if self.factories:
+            self._restore = reload_on_sighup(*self.factories)
+
+    def stopService(self) -> None:
+        service.Service.stopService(self)
+        if self._restore is not None:
+            self._restore()
+            self._restore = None
+
+
+def _server_factories(*candidates: Any) -> list[Any]:
+    found: list[Any] = []
+    for candidate in candidates:
+        factory = getattr(candidate, "context_factory", candidate)
+        if callable(getattr(factory, "reload", None)) and factory not in found:
+            found.append(factory)
+    return found
+
+
 def makeService(options: Options) -> service.IService:
-    """Build the service for ``twistd twistls``."""
+    """Build the service for ``twistd twistls``; ``SIGHUP`` reloads certificates."""
     from twistls.protocol import TLSWrappingFactory
 
     sub = options.subOptions
@@ -388,7 +420,9 @@ def makeService(options: Options) -> service.IService:
     if options.subCommand == "proxy":
         factory = _ProxyFactory(sub["connect-endpoint"])
         StreamServerEndpointService(sub["listen-endpoint"], factory).setServiceParent(top)
+        _ReloadOnSighup(_server_factories(sub["listen-endpoint"])).setServiceParent(top)
     else:
+        _ReloadOnSighup(_server_factories(sub["listen-endpoint"], sub["context-factory"])).setServiceParent(top)
         StreamServerEndpointService(sub["listen-endpoint"], Factory.forProtocol(_Echo)).setServiceParent(top)
         if sub["starttls-endpoint"] is not None:
             plain = Factory.forProtocol(_StartTLSEcho)
