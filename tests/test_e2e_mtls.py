@@ -301,3 +301,53 @@ class MutualTLSInteropTests(TestCase):
         self.assertTrue(reason.check(PeerAlertError), reason)
         self.assertEqual(reason.value.alert, "certificate required")
         self.assertEqual(data, b"")
+
+
+class ConcurrentMutualTLSTests(TestCase):
+    """Good and bad clients at the same time: each gets its own verdict."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_interleaved_good_and_bad_clients(self):
+        """Twelve good, twelve foreign and twelve certificate-less clients connect at once; each good one is served and each bad one gets its own typed error."""
+        p = pki()
+        port, factory = listen_tls(
+            self, ServerContextFactory(p.server.cert, p.server.key, client_cafile=p.cafile), proto=PeerRecordingEcho
+        )
+        kinds = {
+            "good": ClientContextFactory("localhost", cafile=p.cafile, certificate=p.client.cert, private_key=p.client.key),
+            "foreign": ClientContextFactory(
+                "localhost", cafile=p.cafile, certificate=foreign_client().cert, private_key=foreign_client().key
+            ),
+            "none": ClientContextFactory("localhost", cafile=p.cafile),
+        }
+        attempts = []
+        for i in range(12):
+            for kind, cf in kinds.items():
+                collector = Collector(LINE, expect=len(REPLY))
+                connect_tls(cf, port, collector)
+                attempts.append((kind, collector))
+        results = yield bounded(
+            defer.gatherResults([c.done for _, c in attempts]), 90, "concurrent mTLS clients"
+        )
+        for (kind, _), (data, reason) in zip(attempts, results):
+            if kind == "good":
+                self.assertEqual(data, REPLY, reason)
+            else:
+                self.assertEqual(data, b"")
+                self.assertTrue(reason.check(PeerAlertError), reason)
+        self.assertEqual(len(factory.instances), len(attempts))
+        yield bounded(defer.gatherResults([s.lost for s in factory.instances]), 30, "server ends")
+        verdicts: dict[str, int] = {}
+        for server in factory.instances:
+            name = type(server.reason.value).__name__
+            verdicts[name] = verdicts.get(name, 0) + 1
+            if server.reason.check(ConnectionDone):
+                self.assertEqual(server.peer_certificate, x509.load_der_x509_certificate(p.client.der))
+                self.assertEqual(b"".join(server.chunks), LINE)
+            else:
+                self.assertEqual(b"".join(server.chunks), b"")
+        self.assertEqual(
+            verdicts, {"ConnectionDone": 12, "UntrustedCertificateError": 12, "NoPeerCertificateError": 12}
+        )
