@@ -271,6 +271,43 @@ class MutualTLSInteropTests(TestCase):
         self.assertTrue(server.reason.check(UntrustedCertificateError), server.reason)
 
     @defer.inlineCallbacks
+    def twisted_client(self, leaf: Leaf | None):  # type: ignore[no-untyped-def]
+        from twisted.internet import protocol, reactor
+        from twisted.internet import ssl as tssl
+
+        p = pki()
+        port, factory = self.serve()
+        with open(p.cafile, "rb") as f:
+            trust = tssl.Certificate.loadPEM(f.read())
+        client_certificate = None
+        if leaf is not None:
+            with open(leaf.chain, "rb") as f:
+                client_certificate = tssl.PrivateCertificate.loadPEM(f.read())
+        options = tssl.optionsForClientTLS("localhost", trustRoot=trust, clientCertificate=client_certificate)
+        collector = Collector(LINE)
+        reactor.connectSSL("127.0.0.1", port, protocol.ClientFactory.forProtocol(lambda: collector), options)
+        data, reason = yield bounded(collector.done, 30, "Twisted TLS client")
+        server = factory.instances[0]
+        yield bounded(server.lost, 10, "server end")
+        return data, reason, server
+
+    @defer.inlineCallbacks
+    def test_twisted_client_with_certificate_accepted(self):
+        """Twisted's own TLS client presenting a good certificate is served and identified by the twistls server."""
+        p = pki()
+        data, reason, server = yield self.twisted_client(p.client)
+        self.assertEqual(data, REPLY)
+        self.assertEqual(server.peer_certificate, x509.load_der_x509_certificate(p.client.der))
+
+    @defer.inlineCallbacks
+    def test_twisted_client_without_certificate_rejected(self):
+        """Twisted's own TLS client without a certificate is refused with NoPeerCertificateError on the twistls server."""
+        data, reason, server = yield self.twisted_client(None)
+        self.assertEqual(data, b"")
+        self.assertFalse(reason.check(ConnectionDone), reason)
+        self.assertTrue(server.reason.check(NoPeerCertificateError), server.reason)
+
+    @defer.inlineCallbacks
     def fetch_from_s_server(self, cf: ClientContextFactory):  # type: ignore[no-untyped-def]
         p = pki()
         port, _run = yield openssl_server(
