@@ -288,6 +288,15 @@ class SMTPStartTLSTests(TestCase):
         self.assertEqual(server_reason.value.alert, "unknown ca")
 
     @defer.inlineCallbacks
+    def test_sender_refuses_server_without_starttls(self):
+        """A twistls-wrapped sender requiring TLS refuses a server that offers no STARTTLS: the wrapper is not an ISSLTransport before TLS starts."""
+        outcome, server, mailbox, sender = yield self.send_with(None, ClientContextFactory("localhost", cafile=pki().cafile))
+        self.assertIsInstance(outcome, smtp.TLSRequiredError)
+        self.assertEqual(mailbox, [])
+        self.assertFalse(server.startedTLS)
+        self.assertFalse(sender.built.transport.tls_started)
+
+    @defer.inlineCallbacks
     def test_twisted_tls_sender_to_twistls_server(self):
         """Twisted's ESMTP sender using Twisted's own TLS upgrades a twistls-wrapped ESMTP server and delivers."""
         trust = tssl.Certificate.loadPEM(read(pki().cafile))
