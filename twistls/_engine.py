@@ -22,6 +22,8 @@ Contract kept by the engine:
 
 from __future__ import annotations
 
+import ctypes
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Callable, Union
@@ -55,7 +57,23 @@ __all__ = [
 
 _SSLError = M2Crypto.SSL.SSLError
 _RECEIVED_SHUTDOWN = m2.SSL_RECEIVED_SHUTDOWN
-_READ_SIZE = 1 << 16
+#: Plaintext decrypted by one receive_bytes() call is gathered in a per-thread
+#: buffer of this size (SSL_read_ex writes into it), then copied out once.
+_READ_BUFFER_SIZE = 1 << 18
+_read_buffers = threading.local()
+
+
+def _read_buffer() -> tuple[memoryview, int, ctypes.c_size_t, object]:
+    """This thread's (view, address, length out-parameter, keep-alive) read buffer."""
+    try:
+        return _read_buffers.value  # type: ignore[no-any-return]
+    except AttributeError:
+        buf = bytearray(_READ_BUFFER_SIZE)
+        cbuf = (ctypes.c_char * _READ_BUFFER_SIZE).from_buffer(buf)
+        value = (memoryview(buf), ctypes.addressof(cbuf), ctypes.c_size_t(), cbuf)
+        _read_buffers.value = value
+        return value
+
 #: Bytes accepted after the handshake that produce no event before the peer
 #: is cut off (one record is at most 18.5 KiB; a KeyUpdate is 27 bytes).
 _MAX_UNPRODUCTIVE = 1 << 16
@@ -529,34 +547,39 @@ class TLSEngine:
                 self._pending.append(data)
 
     def _read(self, events: list[Event]) -> None:
-        read = m2.ssl_read_nbio
-        ssl = self._ssl
-        chunks: list[bytes] = []
+        # Every record goes straight into one buffer (SSL_read_ex returns one
+        # record per call); the plaintext is copied out once, at the end.
+        view, base, got, _ = _read_buffer()
+        read_ex = _ossl.SSL_read_ex
+        address = self._address
+        filled = 0
+        _ossl.ERR_clear_error()  # SSL_get_error must not see a stale error
         while True:
-            try:
-                data = read(ssl, _READ_SIZE)
-            except _SSLError as exc:
-                if chunks:
-                    events.append(PlaintextReceived(b"".join(chunks)))
-                _ossl.ERR_clear_error()
-                if self._eof and not (m2.ssl_get_shutdown(ssl) & _RECEIVED_SHUTDOWN):
-                    self._state = self._CLOSED
-                    events.append(Truncated())
-                else:
-                    self._fail(_classify(str(exc), []), events)
-                return
-            if data is None:
+            if read_ex(address, base + filled, _READ_BUFFER_SIZE - filled, got) == 1:
+                filled += got.value
+                if filled == _READ_BUFFER_SIZE:
+                    events.append(PlaintextReceived(bytes(view)))
+                    filled = 0
+                continue
+            err = _ossl.SSL_get_error(address, 0)
+            if err == _ossl.SSL_ERROR_WANT_READ or err == _ossl.SSL_ERROR_WANT_WRITE:
                 break
-            if not data:
-                if chunks:
-                    events.append(PlaintextReceived(b"".join(chunks)))
+            if filled:
+                events.append(PlaintextReceived(bytes(view[:filled])))
+            if err == _ossl.SSL_ERROR_ZERO_RETURN:
                 self.peer_closed = True
                 self._state = self._CLOSED
                 events.append(CloseNotifyReceived())
                 return
-            chunks.append(data)
-        if chunks:
-            events.append(PlaintextReceived(chunks[0] if len(chunks) == 1 else b"".join(chunks)))
+            reasons = _ossl.drain_errors()
+            if self._eof and not (m2.ssl_get_shutdown(self._ssl) & _RECEIVED_SHUTDOWN):
+                self._state = self._CLOSED
+                events.append(Truncated())
+            else:
+                self._fail(_classify(reasons[0] if reasons else "unexpected eof while reading", []), events)
+            return
+        if filled:
+            events.append(PlaintextReceived(bytes(view[:filled])))
 
     def _fail(self, error: TLSError, events: list[Event], *, discard_output: bool = False) -> None:
         self._state = self._FAILED
