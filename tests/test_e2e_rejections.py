@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import ssl
+import warnings
 from typing import Any
 
 from cryptography import x509
@@ -249,7 +250,9 @@ class RejectionTests(TestCase):
         old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         old.load_verify_locations(p.cafile)
         old.set_ciphers("DEFAULT@SECLEVEL=0")
-        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+        with warnings.catch_warnings():  # TLS 1.1 is deprecated: that is the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
         result = yield bounded(python_ssl_client(old, port, LINE), 30, "TLS 1.1 client")
         self.assertIsInstance(result["error"], ssl.SSLError)
         self.assertEqual(result["received"], b"")
@@ -261,7 +264,9 @@ class RejectionTests(TestCase):
         new = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         new.load_verify_locations(p.cafile)
         new.set_ciphers("DEFAULT@SECLEVEL=0")
-        new.minimum_version = ssl.TLSVersion.TLSv1_1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            new.minimum_version = ssl.TLSVersion.TLSv1_1
         new.maximum_version = ssl.TLSVersion.TLSv1_2
         result = yield bounded(python_ssl_client(new, port, LINE), 30, "TLS 1.2 client")
         self.assertIsNone(result["error"])
