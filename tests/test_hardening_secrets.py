@@ -136,6 +136,8 @@ class SecretsTests(TestCase):
         text = repr(vars(factory))
         for marker in key_markers(open(key, "rb").read())[1:]:
             self.assertNotIn(marker, text)
+        self.assertNotIn(PASSPHRASE, text)
+        self.assertNotIn(repr(PASSPHRASE.encode()), text)
 
     # -- file modes ------------------------------------------------------------------
 

@@ -187,7 +187,21 @@ def _load_trust(handle: ContextHandle, cafile: str | None, capath: str | None, *
 Passphrase = Union[bytes, str, Callable[[], Union[bytes, str]]]
 
 
-def _passphrase_bytes(passphrase: Passphrase | None) -> bytes | None:
+class _Secret:
+    """Holds a passphrase so that ``repr()``/``vars()`` of a factory never show it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Passphrase) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+
+def _passphrase_bytes(passphrase: Passphrase | _Secret | None) -> bytes | None:
+    if isinstance(passphrase, _Secret):
+        passphrase = passphrase.value
     if passphrase is None:
         return None
     value = passphrase() if callable(passphrase) else passphrase
@@ -198,7 +212,7 @@ def _passphrase_bytes(passphrase: Passphrase | None) -> bytes | None:
     return bytes(value)
 
 
-def _use_private_key(handle: ContextHandle, key_path: str, passphrase: Passphrase | None) -> None:
+def _use_private_key(handle: ContextHandle, key_path: str, passphrase: Passphrase | _Secret | None) -> None:
     """Load the key through OpenSSL with a password callback that never
     prompts on a terminal: an encrypted key needs ``passphrase``."""
     try:
@@ -235,7 +249,7 @@ def _use_private_key(handle: ContextHandle, key_path: str, passphrase: Passphras
 
 
 def _load_identity(
-    handle: ContextHandle, certificate: str, private_key: str | None, passphrase: Passphrase | None = None
+    handle: ContextHandle, certificate: str, private_key: str | None, passphrase: Passphrase | _Secret | None = None
 ) -> None:
     cert_path = _require_file(certificate, "certificate file")
     key_path = _require_file(private_key, "private key file") if private_key else cert_path
@@ -726,7 +740,7 @@ class ServerContextFactory(_ContextFactory):
         _check_depth(verify_depth)
         self.certificate = os.fspath(certificate)
         self.private_key = None if private_key is None else os.fspath(private_key)
-        self._passphrase = passphrase
+        self._passphrase = None if passphrase is None else _Secret(passphrase)
         self.client_cafile = None if client_cafile is None else os.fspath(client_cafile)
         self.client_capath = None if client_capath is None else os.fspath(client_capath)
         self.require_client_certificate = bool(require_client_certificate)
