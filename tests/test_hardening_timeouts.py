@@ -73,6 +73,45 @@ class StalledPeerTests(TestCase):
         self.assertEqual(len(lines), STALLED)
 
 
+class TrickleTests(TestCase):
+    """A peer that keeps the handshake alive one byte at a time."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_trickled_client_hello_still_times_out(self):
+        """One byte of ClientHello every 0.1 s does not extend the handshake
+        timeout: it counts from the connection, not from the last byte."""
+        p = pki()
+        port, factory = listen(self, ServerContextFactory(p.server.cert, p.server.key, handshake_timeout=1.0))
+        peer = Raw()
+        yield connect_raw(port, peer)
+        hello = client_hello(0x0303, 0x0301)
+        began = time.monotonic()
+
+        def drip() -> None:
+            if peer.done.called or not hello:
+                return
+            peer.transport.write(hello[:1])
+            calls.append(reactor.callLater(0.1, drip_next))
+
+        def drip_next() -> None:
+            nonlocal hello
+            hello = hello[1:]
+            drip()
+
+        calls: list = []
+        drip()
+        yield within(peer.done, 10, "trickling peer closed")
+        for call in calls:
+            if call.active():
+                call.cancel()
+        self.assertLess(time.monotonic() - began, 3.0)
+        server = factory.made[0]
+        yield within(server.lost, 5, "server end")
+        self.assertTrue(server.reason.check(HandshakeTimeoutError), server.reason)
+
+
 class IdleTimeoutTests(TestCase):
     """``TLSWrappingFactory(idle_timeout=...)`` on established connections."""
 
