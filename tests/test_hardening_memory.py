@@ -189,3 +189,30 @@ class FloodTests(TestCase):
         self.assertEqual(proc.poll(), None)
         client.transport.abortConnection()
         yield within(client.done, 10, "client end")
+
+
+class StuckPeerTests(TestCase):
+    """idle_timeout and close_timeout together drop a peer that stopped reading."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_idle_timeout_drops_a_peer_that_never_reads(self):
+        """A flooding peer the server stopped reading from is cut off by
+        idle_timeout (close_notify cannot be delivered, so close_timeout aborts)."""
+        from tests._hardening import listen
+        from twistls import IdleTimeoutError, ServerContextFactory
+
+        p = pki()
+        port, factory = listen(
+            self, ServerContextFactory(p.server.cert, p.server.key), idle_timeout=0.5, close_timeout=0.5
+        )
+        client = Flooder(ClientContextFactory("localhost", cafile=p.cafile), FLOOD)
+        yield connect_raw(port, client)
+        began = time.monotonic()
+        yield within(client.done, 15, "stuck peer dropped")
+        self.assertLess(client.sent, FLOOD)
+        server = factory.made[0]
+        yield within(server.lost, 5, "server end")
+        self.assertTrue(server.reason.check(IdleTimeoutError), server.reason)
+        self.assertLess(time.monotonic() - began, 10)
