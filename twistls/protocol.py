@@ -71,11 +71,35 @@ __all__ = ["TLSProtocolWrapper", "TLSWrappingFactory"]
 log = Logger(namespace="twistls")
 
 #: Writes are gathered until this many bytes, or the end of the reactor turn.
-_AGGREGATE_LIMIT = 1 << 14
+_AGGREGATE_LIMIT = 1 << 16
 #: Larger writes are encrypted and handed to the transport in pieces of this size.
 _WRITE_CHUNK = 1 << 17
 #: The transport's read size (and send-buffer threshold) while TLS is on.
 _READ_CHUNK = 1 << 18
+
+
+class _WriteBuffer:
+    """Plaintext written in this reactor turn, sent at its end or at
+    _AGGREGATE_LIMIT bytes.  A small object of its own: ProtocolWrapper's
+    ``__getattr__`` makes every attribute access on the wrapper slow, and
+    ``write`` is the call applications make most."""
+
+    __slots__ = ("chunks", "size", "call", "flush", "clock")
+
+    def __init__(self, flush: Any, clock: IReactorTime) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.call: Any = None
+        self.flush = flush
+        self.clock = clock
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size >= _AGGREGATE_LIMIT:
+            self.flush()
+        elif self.call is None:
+            self.call = self.clock.callLater(0, self.flush)
 
 
 @implementer(IPushProducer)
@@ -157,15 +181,9 @@ class TLSProtocolWrapper(ProtocolWrapper):
         super().__init__(factory, wrappedProtocol)
         self._clock: IReactorTime = factory.clock
         self._handshake_done = False
-        #: write()'s fast path: handshake done, no producer, not lost (and not
-        #: ``disconnecting``, checked on every write).
-        self._fast_write = False
-        self.disconnecting = False
         self._handshake_waiters: list[Deferred[ConnectionInfo]] = []
         self._reason: Failure | None = None  # why the connection ends, if not clean
-        self._write_buffer: list[bytes] = []
-        self._buffered = 0
-        self._flush_call: Any = None
+        self._writes = _WriteBuffer(self._flush_writes, self._clock)
         self._timeout_call: Any = None
         self._close_call: Any = None
         self._gate: _ProducerGate | None = None
@@ -247,17 +265,10 @@ class TLSProtocolWrapper(ProtocolWrapper):
 
     # -- transport side (what the wrapped protocol calls) ---------------------
 
+    # While the connection is established with no producer and not closing,
+    # ``write`` is rebound per instance to ``self._writes.write`` (see
+    # _set_fast_write); this method is the full path for every other state.
     def write(self, data: bytes) -> None:
-        if self._fast_write and not self.disconnecting:
-            # Established, no producer: gather until the end of this reactor
-            # turn (or _AGGREGATE_LIMIT).  Everything else takes the full path.
-            self._write_buffer.append(data)
-            self._buffered += len(data)
-            if self._buffered >= _AGGREGATE_LIMIT:
-                self._flush_writes()
-            elif self._flush_call is None:
-                self._flush_call = self._clock.callLater(0, self._flush_writes)
-            return
         if self._lost or self.disconnecting:
             return
         engine = self._engine
@@ -271,28 +282,47 @@ class TLSProtocolWrapper(ProtocolWrapper):
             return
         if self._idle_call is not None:
             self._last_activity = self._clock.seconds()
-        self._write_buffer.append(data)
-        self._buffered += len(data)
-        if self._buffered >= _AGGREGATE_LIMIT or self._gate is not None:
+        self._writes.write(data)
+        if self._gate is not None:
             self._flush_writes()
-        elif self._flush_call is None:
-            self._flush_call = self._clock.callLater(0, self._flush_writes)
+
+    def _set_fast_write(self, on: bool) -> None:
+        if on:
+            self.__dict__["write"] = self._writes.write
+        else:
+            self.__dict__.pop("write", None)
+
+    @property  # type: ignore[override]
+    def disconnecting(self) -> bool:
+        """Whether the connection is closing (``loseConnection`` or a failure)."""
+        return self._disconnecting
+
+    @disconnecting.setter
+    def disconnecting(self, value: bool) -> None:
+        self._disconnecting = value
+        if value:
+            self._set_fast_write(False)
+
+    _disconnecting = False
 
     def writeSequence(self, iovec: list[bytes]) -> None:
         self.write(b"".join(iovec))
 
     def _flush_writes(self) -> None:
-        call, self._flush_call = self._flush_call, None
+        writes = self._writes
+        call, writes.call = writes.call, None
         if call is not None and call.active():
             call.cancel()
-        buffer = self._write_buffer
+        buffer = writes.chunks
         if not buffer or self._engine is None:
             return
         if self._idle_call is not None:
             self._last_activity = self._clock.seconds()
         data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
         buffer.clear()
-        self._buffered = 0
+        writes.size = 0
+        if not data:
+            return
         send = self._engine.send_plaintext
         try:
             if len(data) <= _WRITE_CHUNK:
@@ -362,7 +392,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
         gate = _ProducerGate(producer, streaming)
         self._detach_throttle()
         self._gate = gate
-        self._fast_write = False  # with a producer, every write is flushed at once
+        self._set_fast_write(False)  # with a producer, every write is flushed at once
         self._flush_writes()
         self.transport.registerProducer(gate, True if streaming else False)
         if self._engine is not None and not self._handshake_done:
@@ -372,7 +402,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if self._gate is None:
             return
         self._gate = None
-        self._fast_write = self._handshake_done and not self._lost
+        self._set_fast_write(self._handshake_done and not self._lost and not self.disconnecting)
         self._flush_writes()
         if not self._lost:
             self.transport.unregisterProducer()
@@ -506,7 +536,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
 
     def _on_handshake(self) -> None:
         self._handshake_done = True
-        self._fast_write = self._gate is None and not self._lost
+        self._set_fast_write(self._gate is None and not self._lost and not self.disconnecting)
         self._cancel_timeout()
         idle = self.factory.idle_timeout
         if idle is not None:
@@ -596,9 +626,12 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if self._lost:
             return
         self._lost = True
-        self._fast_write = False
+        self._set_fast_write(False)
         self._cancel_timeout()
-        for attr in ("_flush_call", "_close_call", "_idle_call"):
+        flush, self._writes.call = self._writes.call, None
+        if flush is not None and flush.active():
+            flush.cancel()
+        for attr in ("_close_call", "_idle_call"):
             call = getattr(self, attr)
             setattr(self, attr, None)
             if call is not None and call.active():
