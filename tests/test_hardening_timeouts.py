@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import time
 
 from twisted.internet import defer, reactor, task
@@ -33,6 +34,15 @@ class StalledPeerTests(TestCase):
     """Peers that open connections and never finish the handshake."""
 
     timeout = 60
+
+    def setUp(self) -> None:
+        # 300 peers need ~600 descriptors in this process (both ends).
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 4 * STALLED + 512
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
 
     @defer.inlineCallbacks
     def test_stalled_peers_do_not_block_a_good_client_and_all_time_out(self):
