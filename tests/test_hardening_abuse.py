@@ -99,7 +99,8 @@ class AbuseTests(TestCase):
         lines = [e for e in self.logs.twistls() if str(reason.value) in str(e.get("reason", ""))]
         if logged:
             self.assertEqual(len(lines), 1, self.logs.twistls())
-            self.assertEqual(lines[0]["log_level"].name, "warn")
+            level = "info" if error_type is ConnectionTruncatedError else "warn"
+            self.assertEqual(lines[0]["log_level"].name, level)
             self.assertNotIn("\n", str(lines[0]["reason"]))
         self.assertEqual(self.logs.with_failure(), [])
         yield self.assert_served()

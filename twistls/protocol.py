@@ -674,7 +674,8 @@ class TLSProtocolWrapper(ProtocolWrapper):
             error = ConnectionTruncatedError(
                 "the connection ended without a TLS close_notify: the data may be truncated"
             )
-            log.warn("TLS connection {peer} failed: {reason}", peer=_describe_peer(self.transport), reason=str(error))
+            # info, not warn: many clients (browsers) end this way.
+            log.info("TLS connection {peer} failed: {reason}", peer=_describe_peer(self.transport), reason=str(error))
             return Failure(error)
         if engine.error is not None:
             return Failure(engine.error)
