@@ -546,7 +546,7 @@ def main() -> int:
     quick = args.quick
     runs = args.runs or (1 if quick else 3)
     size = (64 << 20) if quick else (512 << 20)
-    duration = 0.5 if quick else 1.5
+    duration = 0.5 if quick else 1.2
     mem_count = 300 if quick else 1000
     only = set(args.only.split(","))
 
