@@ -363,7 +363,7 @@ class CF(protocol.ClientFactory):
         out.setdefault("err", "connection lost: " + r.getErrorMessage()); reactor.stop() if reactor.running else None
 class SCtx:
     def getContext(self):
-        c = SSL.Context("tls"); c.load_cert_chain(cert, key); return c
+        c = SSL.Context("tls"); c.load_cert(cert, key); return c
 class CCtx:
     def getContext(self):
         c = SSL.Context("tls"); c.load_verify_locations(ca); c.set_verify(SSL.verify_peer, 9); return c
@@ -382,10 +382,11 @@ print("runs" if "ok" in out else "does not run: " + out.get("err", "?"))
     except subprocess.TimeoutExpired:
         return "does not run: hung for 30 s"
     lines = [ln for ln in p.stdout.strip().splitlines() if ln]
-    errs = [ln for ln in p.stderr.strip().splitlines() if "Error" in ln or "error" in ln]
-    verdict = lines[-1] if lines else "does not run: " + (errs[-1] if errs else f"exit {p.returncode}")
-    if verdict.startswith("does not run") and errs and errs[-1] not in verdict:
-        verdict += f" ({errs[-1].strip()[:160]})"
+    # The first exception Twisted logged is the cause; later ones are its consequences.
+    errs = [ln.strip() for ln in p.stderr.splitlines() if re.match(r"^[\w.]+(Error|Exception)[\w.]*: ", ln.strip())]
+    verdict = lines[-1] if lines else f"does not run: exit {p.returncode}"
+    if verdict.startswith("does not run") and errs:
+        verdict = f"does not run: {errs[0][:200]}"
     return verdict
 
 
