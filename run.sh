@@ -57,7 +57,17 @@ export PATH="$venv/bin:$PATH"
 cmd="${1:-demo}"; shift || true
 case "$cmd" in
   demo)  exec "$venv/bin/python" -m twistls demo "$@" ;;
-  test)  exec "$venv/bin/python" -m pytest -q "$@" ;;
+  test)
+    # sslyze (the TLS scanner the audit tests run) pins an older cryptography
+    # than twistls uses, so it lives in a venv of its own, found by the tests.
+    audit="${TWISTLS_AUDIT_VENV:-$here/.venv-audit}"
+    if [ ! -x "$audit/bin/python" ] || ! "$audit/bin/python" -c "import sslyze" 2>/dev/null; then
+      echo "run.sh: installing sslyze into $audit for the configuration audit" >&2
+      "$py" -m venv "$audit"
+      "$audit/bin/python" -m pip install -q sslyze
+    fi
+    export TWISTLS_SSLYZE_PYTHON="$audit/bin/python"
+    exec "$venv/bin/python" -m pytest -q "$@" ;;
   bench) exec "$venv/bin/python" bench/run.py "$@" ;;
   shell) exec "${SHELL:-bash}" ;;
   *) echo "usage: bash run.sh [demo|test|bench|shell] [args...]" >&2; exit 2 ;;
