@@ -625,8 +625,11 @@ def asyncio_stack(args: argparse.Namespace) -> None:
             else:
                 holding.append(transport)
 
+        state["started"] = 0
+
         async def lane() -> None:
-            while time.monotonic() < stop_at and state["done"] + state["errors"] < args.count and state["errors"] < 100:
+            while time.monotonic() < stop_at and state["started"] < args.count and state["errors"] < 100:
+                state["started"] += 1
                 try:
                     await asyncio.wait_for(one(), 30)
                     state["done"] += 1
@@ -667,6 +670,19 @@ def asyncio_stack(args: argparse.Namespace) -> None:
                     if waiter:
                         waiter.pop(0).set_result(None)
 
+        # The cost of the application's own loop, with a no-op write, for reference.
+        class Null:
+            def write(self, data: bytes) -> None:
+                pass
+
+        null = Null()
+        c0, t0 = cpu(), time.perf_counter()
+        for _ in range(5):
+            w = null.write
+            piece = b"s" * SMALL_SIZE
+            for _ in range(SMALL_COUNT):
+                w(piece)
+        result["loop_only"] = {"client_cpu": (cpu() - c0) / 5, "seconds": (time.perf_counter() - t0) / 5}
         transport, _ = await connect(Client)
         sock = transport.get_extra_info("socket")
 
