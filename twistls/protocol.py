@@ -89,7 +89,7 @@ class _WriteBuffer:
     ``__getattr__`` makes every attribute access on the wrapper slow, and
     ``write`` is the call applications make most."""
 
-    __slots__ = ("chunks", "size", "call", "flush", "clock")
+    __slots__ = ("chunks", "size", "call", "flush", "clock", "held")
 
     def __init__(self, flush: Any, clock: IReactorTime) -> None:
         self.chunks: list[bytes] = []
@@ -97,13 +97,14 @@ class _WriteBuffer:
         self.call: Any = None
         self.flush = flush
         self.clock = clock
+        self.held = False  # inside dataReceived: the wrapper flushes when it returns
 
     def write(self, data: bytes) -> None:
         self.chunks.append(data)
         self.size += len(data)
         if self.size >= _AGGREGATE_LIMIT:
             self.flush()
-        elif self.call is None:
+        elif self.call is None and not self.held:
             self.call = self.clock.callLater(0, self.flush)
 
 
@@ -528,7 +529,16 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if out:
             self.transport.write(out)
         if events:
-            self._dispatch(events)
+            # What the protocol writes in answer goes out when it returns (the
+            # end of this reactor turn for it), not one reactor iteration later.
+            writes = self._writes
+            writes.held = True
+            try:
+                self._dispatch(events)
+            finally:
+                writes.held = False
+            if writes.chunks:
+                self._flush_writes()
 
     def _dispatch(self, events: list[Any]) -> None:
         for event in events:
