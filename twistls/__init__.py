@@ -49,6 +49,7 @@ _WHERE: dict[str, str] = {
     "TLSWrappingFactory": "twistls.protocol",
     "wrap_client_tls": "twistls.endpoints",
     "wrap_server_tls": "twistls.endpoints",
+    "HTTPSEndpointFactory": "twistls.endpoints",
     **{name: "twistls.errors" for name in _ERRORS},
 }
 
@@ -95,5 +96,5 @@ if TYPE_CHECKING:  # pragma: no cover
         UntrustedCertificateError,
         VerificationError,
     )
-    from twistls.endpoints import wrap_client_tls, wrap_server_tls
+    from twistls.endpoints import HTTPSEndpointFactory, wrap_client_tls, wrap_server_tls
     from twistls.protocol import TLSProtocolWrapper, TLSWrappingFactory

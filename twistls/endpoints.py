@@ -103,7 +103,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # use, so that loading the plugin drop-in (every getPlugins() call, every
 # ``twistd --help``) stays cheap.
 
-__all__ = ["wrap_client_tls", "wrap_server_tls", "TLSClientEndpoint", "TLSServerEndpoint"]
+__all__ = ["wrap_client_tls", "wrap_server_tls", "TLSClientEndpoint", "TLSServerEndpoint", "HTTPSEndpointFactory"]
 
 
 def _default_clock() -> IReactorTime:
@@ -260,6 +260,71 @@ def wrap_client_tls(
         raise ConfigurationError(f"wrap_client_tls needs the hostname to verify as a non-empty str, not {hostname!r}")
     bound = client_context_factory.with_hostname(hostname)
     return TLSClientEndpoint(hostname, bound, wrapped_endpoint, clock=clock, allow_truncation=allow_truncation)
+
+
+class HTTPSEndpointFactory:
+    """An ``IAgentEndpointFactory`` that makes :class:`twisted.web.client.Agent`
+    speak HTTPS through twistls: ``https://`` URIs get a verifying TLS
+    endpoint for the URI's host (chain, hostname, pins as configured),
+    ``http://`` URIs a plain one.
+
+    Use it as ``Agent.usingEndpointFactory(reactor, HTTPSEndpointFactory(reactor))``.
+
+    Args:
+        reactor: the reactor to connect with.
+        context_factory: the client policy (default: a fresh
+            :class:`~twistls.context.ClientContextFactory`: system trust
+            store, secure defaults); it is bound to each URI's host.
+        connect_timeout: seconds for the TCP connection.
+
+    Raises:
+        ConfigurationError: ``context_factory`` is not a twistls client factory.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        context_factory: ClientContextFactory | None = None,
+        *,
+        connect_timeout: float | None = None,
+    ) -> None:
+        from twisted.web.iweb import IAgentEndpointFactory
+        from zope.interface import alsoProvides
+
+        from twistls.context import ClientContextFactory
+
+        if context_factory is None:
+            context_factory = ClientContextFactory()
+        if not isinstance(context_factory, ClientContextFactory):
+            raise ConfigurationError(
+                f"HTTPSEndpointFactory needs a twistls.ClientContextFactory, not {type(context_factory).__name__}"
+            )
+        self.reactor = reactor
+        self.context_factory = context_factory
+        self.connect_timeout = connect_timeout
+        alsoProvides(self, IAgentEndpointFactory)
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+        """The endpoint for a ``twisted.web.client.URI``.
+
+        Raises:
+            twisted.web.error.SchemeNotSupported: the scheme is neither http nor https.
+        """
+        from twisted.internet.endpoints import HostnameEndpoint
+        from twisted.web.error import SchemeNotSupported
+
+        host = uri.host.decode("idna") if isinstance(uri.host, bytes) else str(uri.host)
+        kwargs: dict[str, Any] = {}
+        if self.connect_timeout is not None:
+            kwargs["timeout"] = self.connect_timeout
+        plain = HostnameEndpoint(self.reactor, uri.host, uri.port, **kwargs)
+        if uri.scheme == b"http":
+            return plain
+        if uri.scheme != b"https":
+            raise SchemeNotSupported(f"unsupported scheme: {uri.scheme!r}")
+        return wrap_client_tls(host, self.context_factory, plain, clock=self.reactor)
 
 
 def wrap_server_tls(
