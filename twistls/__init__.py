@@ -70,31 +70,48 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twistls._engine import ConnectionInfo
-    from twistls.checker import Checker, spki_sha256
-    from twistls.context import ClientContextFactory, ServerContextFactory, reload_on_sighup
-    from twistls.errors import (
-        CertificateExpiredError,
-        CertificateNotYetValidError,
-        CertificateRevokedError,
-        ChainTooLongError,
-        ConfigurationError,
-        ConnectionTruncatedError,
-        IdleTimeoutError,
-        ProtocolViolationError,
-        EngineStateError,
-        HandshakeTimeoutError,
-        HostnameMismatchError,
-        NoPeerCertificateError,
-        PeerAlertError,
-        PinMismatchError,
-        NameConstraintsError,
-        CertificatePurposeError,
-        ProtocolVersionError,
-        TLSError,
-        TwistlsError,
-        UntrustedCertificateError,
-        VerificationError,
+    # ``name as name``: an explicit re-export, so that type checkers see the lazy names.
+    from twistls._engine import (
+        ConnectionInfo as ConnectionInfo,
     )
-    from twistls.endpoints import HTTPSEndpointFactory, wrap_client_tls, wrap_server_tls
-    from twistls.protocol import TLSProtocolWrapper, TLSWrappingFactory
+    from twistls.checker import (
+        Checker as Checker,
+        spki_sha256 as spki_sha256,
+    )
+    from twistls.context import (
+        ClientContextFactory as ClientContextFactory,
+        ServerContextFactory as ServerContextFactory,
+        reload_on_sighup as reload_on_sighup,
+    )
+    from twistls.endpoints import (
+        HTTPSEndpointFactory as HTTPSEndpointFactory,
+        wrap_client_tls as wrap_client_tls,
+        wrap_server_tls as wrap_server_tls,
+    )
+    from twistls.errors import (
+        CertificateExpiredError as CertificateExpiredError,
+        CertificateNotYetValidError as CertificateNotYetValidError,
+        CertificatePurposeError as CertificatePurposeError,
+        CertificateRevokedError as CertificateRevokedError,
+        ChainTooLongError as ChainTooLongError,
+        ConfigurationError as ConfigurationError,
+        ConnectionTruncatedError as ConnectionTruncatedError,
+        EngineStateError as EngineStateError,
+        HandshakeTimeoutError as HandshakeTimeoutError,
+        HostnameMismatchError as HostnameMismatchError,
+        IdleTimeoutError as IdleTimeoutError,
+        NameConstraintsError as NameConstraintsError,
+        NoPeerCertificateError as NoPeerCertificateError,
+        PeerAlertError as PeerAlertError,
+        PinMismatchError as PinMismatchError,
+        ProtocolVersionError as ProtocolVersionError,
+        ProtocolViolationError as ProtocolViolationError,
+        TLSError as TLSError,
+        TwistlsError as TwistlsError,
+        UntrustedCertificateError as UntrustedCertificateError,
+        VerificationError as VerificationError,
+    )
+    from twistls.protocol import (
+        TLSProtocolWrapper as TLSProtocolWrapper,
+        TLSWrappingFactory as TLSWrappingFactory,
+    )

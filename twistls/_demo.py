@@ -19,7 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
+
+    from twistls._typing import TLSTransport, Transport
 
 
 def run_demo(message: str, *, in_process: bool = False) -> int:
@@ -180,10 +185,14 @@ def run_in_process_demo(message: str) -> int:
     ca.cert_pem.write_to_path(cafile)
 
     class Echo(protocol.Protocol):
+        transport: Transport  # type: ignore[assignment]  # set by makeConnection (see twistls._typing)
+
         def dataReceived(self, data: bytes) -> None:
             self.transport.write(data)
 
     class Client(protocol.Protocol):
+        transport: TLSTransport  # type: ignore[assignment]  # a TLSProtocolWrapper (see twistls._typing)
+
         def __init__(self) -> None:
             self.done: defer.Deferred[Any] = defer.Deferred()
             self.got = b""
@@ -208,7 +217,7 @@ def run_in_process_demo(message: str) -> int:
             if len(self.got) >= len(message.encode("utf-8")):
                 self.transport.loseConnection()
 
-        def connectionLost(self, reason: Any) -> None:
+        def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
             self.done.callback((self.got, reason))
 
     async def main(reactor: Any) -> int:

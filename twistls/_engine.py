@@ -26,10 +26,11 @@ import ctypes
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 import M2Crypto.SSL  # noqa: F401  (initialises M2Crypto's SSL error type)
 from M2Crypto import m2
+from M2Crypto.SSL.SSLError import SSLError as _SSLError  # the class M2Crypto.SSL re-exports
 
 from twistls import _openssl as _ossl
 from twistls.errors import (
@@ -43,6 +44,9 @@ from twistls.errors import (
     verification_error_for_code,
 )
 
+if TYPE_CHECKING:
+    from M2Crypto import types as m2types
+
 __all__ = [
     "ContextHandle",
     "TLSEngine",
@@ -55,7 +59,6 @@ __all__ = [
     "ConnectionInfo",
 ]
 
-_SSLError = M2Crypto.SSL.SSLError
 _RECEIVED_SHUTDOWN = m2.SSL_RECEIVED_SHUTDOWN
 #: Plaintext decrypted by one receive_bytes() call is gathered in a per-thread
 #: buffer of this size (SSL_read_ex writes into it), then copied out once.
@@ -184,7 +187,8 @@ class ContextHandle:
         if ptr is None:
             raise ConfigurationError("OpenSSL could not create an SSL_CTX: " + "; ".join(_ossl.drain_errors()))
         self.ptr = ptr
-        self.address = int(ptr)
+        # A SWIG pointer has __int__; the stub's NewType does not say so.
+        self.address: int = int(ptr)  # type: ignore[call-overload]
         self.verifying = False
         self.keepalive: list[object] = []  # objects C callbacks rely on
         self._finalizer = weakref.finalize(self, _free_ctx, ptr, self.address)
@@ -194,12 +198,12 @@ class ContextHandle:
         self._finalizer()
 
 
-def _free_ctx(ptr: object, address: int) -> None:
+def _free_ctx(ptr: m2types.SSL_CTX, address: int) -> None:
     _ossl.forget_ctx(address)
     m2.ssl_ctx_free(ptr)
 
 
-def _free_ssl(ssl: object, address: int) -> None:
+def _free_ssl(ssl: m2types.SSL, address: int) -> None:
     _ossl.forget_ssl(address)
     m2.ssl_free(ssl)
 
@@ -238,7 +242,8 @@ class TLSEngine:
         if ssl is None:
             raise ConfigurationError("OpenSSL could not create an SSL object: " + "; ".join(_ossl.drain_errors()))
         self._ssl = ssl
-        self._address = int(ssl)
+        # A SWIG pointer has __int__; the stub's NewType does not say so.
+        self._address: int = int(ssl)  # type: ignore[call-overload]
         self._finalizer = weakref.finalize(self, _free_ssl, ssl, self._address)
         self._rbio = m2.bio_new(m2.bio_s_mem())
         self._wbio = m2.bio_new(m2.bio_s_mem())
@@ -326,7 +331,7 @@ class TLSEngine:
                     )
         return events
 
-    def send_plaintext(self, data: bytes) -> None:
+    def send_plaintext(self, data: bytes | memoryview) -> None:
         """Queue application data.  Before the handshake is done and the peer
         approved it is buffered, then sent in order.
 
@@ -337,7 +342,8 @@ class TLSEngine:
         if state == self._ESTABLISHED:
             if self._close_notify_sent:
                 raise EngineStateError("cannot send after close()")
-            if m2.ssl_write_nbio(self._ssl, data) < 0:
+            # Any buffer (the memoryview slices of a big write) works; the stub says bytes.
+            if m2.ssl_write_nbio(self._ssl, data) < 0:  # type: ignore[arg-type]
                 self._pending.append(bytes(data))
         elif state < self._ESTABLISHED:
             self._pending.append(bytes(data))
@@ -520,7 +526,7 @@ class TLSEngine:
 
     def _handshake(self, events: list[Event]) -> None:
         _ossl.ERR_clear_error()
-        ret = m2.ssl_do_handshake(self._ssl)
+        ret = m2.ssl_do_handshake(self._ssl)  # type: ignore[attr-defined]  # in _m2crypto, missing from its stub
         if ret == 1:
             self._established(events)
             return

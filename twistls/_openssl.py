@@ -75,7 +75,7 @@ def _fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:
 
 # --- SSL_CTX ---------------------------------------------------------------
 SSL_CTX_ctrl = _fn(libssl, "SSL_CTX_ctrl", c_long, _vp, c_int, c_long, _vp)
-SSL_CTX_callback_ctrl = None  # bound lazily by the features that need it
+SSL_CTX_callback_ctrl: Any = None  # bound lazily by the features that need it
 SSL_CTX_set_options = _fn(libssl, "SSL_CTX_set_options", c_uint64, _vp, c_uint64)
 SSL_CTX_clear_options = _fn(libssl, "SSL_CTX_clear_options", c_uint64, _vp, c_uint64)
 SSL_CTX_get_options = _fn(libssl, "SSL_CTX_get_options", c_uint64, _vp)
@@ -191,7 +191,7 @@ SSL_select_next_proto = _fn(
 )
 SSL_get_SSL_CTX = _fn(libssl, "SSL_get_SSL_CTX", _vp, _vp)
 SSL_set_SSL_CTX = _fn(libssl, "SSL_set_SSL_CTX", _vp, _vp, _vp)
-SSL_CTX_set_verify = None  # assigned below with the callback type
+SSL_CTX_set_verify: Any = None  # assigned below with the callback type
 
 SSL_ERROR_NONE = 0
 SSL_ERROR_SSL = 1
@@ -358,7 +358,7 @@ def negotiated_group(ssl: int) -> int:
 
 def extms_used(ssl: int) -> bool:
     """Whether the extended master secret was negotiated (always true on TLS 1.3)."""
-    return SSL_ctrl(ssl, CTRL_GET_EXTMS_SUPPORT, 0, None) == 1
+    return int(SSL_ctrl(ssl, CTRL_GET_EXTMS_SUPPORT, 0, None)) == 1
 
 
 def alpn_selected(ssl: int) -> bytes | None:

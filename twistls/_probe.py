@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
+
+    from twistls._typing import TLSTransport
 
 __all__ = ["DEFAULT_PORTS", "split_host_port", "probe", "format_report", "run"]
 
@@ -167,6 +172,7 @@ async def _connect(
     finished: defer.Deferred[None] = defer.Deferred()
 
     class Probe(protocol.Protocol):
+        transport: TLSTransport  # type: ignore[assignment]  # a TLSProtocolWrapper (see twistls._typing)
         preamble: _Preamble | None = None
         buffer = b""
 
@@ -216,7 +222,7 @@ async def _connect(
                 attempt.error = ProbeError("the server sent a line longer than 64 KiB during the preamble")
                 self.transport.abortConnection()
 
-        def connectionLost(self, reason: Any) -> None:
+        def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
             if self.preamble is not None:
                 attempt.transcript = self.preamble.transcript
             if attempt.error is None and attempt.info is None:
@@ -234,7 +240,7 @@ async def _connect(
         factory, None if starttls else context_factory, start_tls=starttls is not None, clock=reactor
     )
     endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout)
-    connecting = endpoint.connect(wrapping)
+    connecting = endpoint.connect(wrapping)  # type: ignore[arg-type]  # a Factory provides IProtocolFactory (zope)
     connected: list[Any] = []
 
     def on_connect(wrapper: Any) -> None:

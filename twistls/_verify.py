@@ -186,6 +186,7 @@ def verify_certificate(
     if chain is not None:
         certs += load_certificates(chain)
     depth = DEFAULT_VERIFY_DEPTH if depth is None else depth
+    crl_option: dict[str, Any] = {"crlfile": crlfile} if crlfile is not None else {}
     factory = ClientContextFactory(
         hostname,
         cafile=cafile,
@@ -193,7 +194,7 @@ def verify_certificate(
         verify_depth=depth,
         allow_common_name=allow_common_name,
         handshake_timeout=None,
-        **({"crlfile": crlfile} if crlfile is not None else {}),
+        **crl_option,
     )
     ctx = factory.context_address
     result = VerifyResult(
@@ -219,7 +220,9 @@ def verify_certificate(
     built_der: list[bytes] = []
     try:
         _ossl.ERR_clear_error()
-        if _ossl.X509_STORE_CTX_init(store_ctx, store, int(leaf._ptr()), int(untrusted._ptr())) != 1:
+        # X509_Stack._ptr() is a SWIG pointer (it has __int__); its stub says list[X509].
+        untrusted_ptr = int(untrusted._ptr())  # type: ignore[call-overload]
+        if _ossl.X509_STORE_CTX_init(store_ctx, store, int(leaf._ptr()), untrusted_ptr) != 1:
             raise ConfigurationError("X509_STORE_CTX_init failed: " + "; ".join(_ossl.drain_errors()))
         param = _ossl.X509_STORE_CTX_get0_param(store_ctx)
         # The same steps, in the same order, as libssl's ssl_verify_cert_chain().

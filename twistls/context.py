@@ -230,7 +230,8 @@ def _use_private_key(handle: ContextHandle, key_path: str, passphrase: Passphras
     bio = BIO.MemoryBuffer(pem)
     del pem
     try:
-        pkey = EVP.PKey(m2.pkey_read_pem(bio._ptr(), callback), 1)
+        # BIO._ptr is unannotated in M2Crypto.
+        pkey = EVP.PKey(m2.pkey_read_pem(bio._ptr(), callback), 1)  # type: ignore[no-untyped-call]
     except Exception:
         _ossl.drain_errors()
         if asked and secret is None:
@@ -371,7 +372,8 @@ def _load_crls(handle: ContextHandle, files: list[str], crl_check: str) -> None:
 
 def _keylog_path(keylog_file: Any) -> str | None:
     if keylog_file is not None:
-        return os.fspath(keylog_file)
+        path: str = os.fspath(keylog_file)
+        return path
     return os.environ.get("SSLKEYLOGFILE") or None
 
 

@@ -79,7 +79,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal, overload
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -96,6 +96,7 @@ from zope.interface import implementer
 from twistls.errors import ConfigurationError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from twistls._typing import ClientEndpoint, ServerEndpoint
     from twistls.context import ClientContextFactory, ServerContextFactory
     from twistls.protocol import TLSProtocolWrapper
 
@@ -109,7 +110,7 @@ __all__ = ["wrap_client_tls", "wrap_server_tls", "TLSClientEndpoint", "TLSServer
 def _default_clock() -> IReactorTime:
     from twisted.internet import reactor
 
-    return reactor  # type: ignore[return-value]
+    return reactor
 
 
 @implementer(IStreamClientEndpoint)
@@ -129,7 +130,7 @@ class TLSClientEndpoint:
         self,
         hostname: str,
         context_factory: ClientContextFactory,
-        wrapped_endpoint: IStreamClientEndpoint,
+        wrapped_endpoint: ClientEndpoint,
         *,
         clock: IReactorTime | None = None,
         allow_truncation: bool = False,
@@ -201,7 +202,7 @@ class TLSServerEndpoint:
     def __init__(
         self,
         context_factory: ServerContextFactory,
-        wrapped_endpoint: IStreamServerEndpoint,
+        wrapped_endpoint: ServerEndpoint,
         *,
         clock: IReactorTime | None = None,
     ) -> None:
@@ -215,13 +216,13 @@ class TLSServerEndpoint:
         from twistls.protocol import TLSWrappingFactory
 
         wrapping = TLSWrappingFactory(protocolFactory, self.context_factory, clock=self._clock or _default_clock())
-        return self.wrapped_endpoint.listen(wrapping)  # type: ignore[no-any-return]
+        return self.wrapped_endpoint.listen(wrapping)
 
 
 def wrap_client_tls(
     hostname: str,
     client_context_factory: ClientContextFactory,
-    wrapped_endpoint: IStreamClientEndpoint,
+    wrapped_endpoint: ClientEndpoint,
     *,
     clock: IReactorTime | None = None,
     allow_truncation: bool = False,
@@ -306,7 +307,7 @@ class HTTPSEndpointFactory:
         self.connect_timeout = connect_timeout
         alsoProvides(self, IAgentEndpointFactory)
 
-    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+    def endpointForURI(self, uri: Any) -> ClientEndpoint:
         """The endpoint for a ``twisted.web.client.URI``.
 
         Raises:
@@ -329,7 +330,7 @@ class HTTPSEndpointFactory:
 
 def wrap_server_tls(
     server_context_factory: ServerContextFactory,
-    wrapped_endpoint: IStreamServerEndpoint,
+    wrapped_endpoint: ServerEndpoint,
     *,
     clock: IReactorTime | None = None,
 ) -> TLSServerEndpoint:
@@ -386,6 +387,14 @@ def _int(key: str, value: str, *, minimum: int = 0, maximum: int | None = None) 
         upper = "" if maximum is None else f"..{maximum}"
         raise ConfigurationError(f"twistls endpoint: {key}={value!r} is out of range ({minimum}{upper})")
     return number
+
+
+@overload
+def _seconds(key: str, value: str, *, allow_none: Literal[False]) -> float: ...
+
+
+@overload
+def _seconds(key: str, value: str, *, allow_none: bool) -> float | None: ...
 
 
 def _seconds(key: str, value: str, *, allow_none: bool) -> float | None:

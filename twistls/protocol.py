@@ -30,7 +30,7 @@ Contract:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone
@@ -67,6 +67,9 @@ from twistls.errors import (
     TLSError,
 )
 
+if TYPE_CHECKING:
+    from twistls._typing import Clock, Transport
+
 __all__ = ["TLSProtocolWrapper", "TLSWrappingFactory"]
 
 log = Logger(namespace="twistls")
@@ -91,7 +94,7 @@ class _WriteBuffer:
 
     __slots__ = ("chunks", "size", "call", "flush", "clock", "held")
 
-    def __init__(self, flush: Any, clock: IReactorTime) -> None:
+    def __init__(self, flush: Any, clock: Clock) -> None:
         self.chunks: list[bytes] = []
         self.size = 0
         self.call: Any = None
@@ -181,11 +184,14 @@ class TLSProtocolWrapper(ProtocolWrapper):
     """
 
     factory: TLSWrappingFactory
+    # Narrowed from ``ITransport | None``: set by makeConnection before any other call (see twistls._typing).
+    transport: Transport  # type: ignore[assignment]
+    wrappedProtocol: Any  # any IProtocol provider (a zope interface: opaque to mypy)
     _engine: TLSEngine | None = None
 
     def __init__(self, factory: TLSWrappingFactory, wrappedProtocol: Any) -> None:
         super().__init__(factory, wrappedProtocol)
-        self._clock: IReactorTime = factory.clock
+        self._clock: Clock = factory.clock
         self._handshake_done = False
         self._handshake_waiters: list[Deferred[ConnectionInfo]] = []
         self._reason: Failure | None = None  # why the connection ends, if not clean
@@ -568,7 +574,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if IHandshakeListener.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.handshakeCompleted()
         for d in waiters:
-            d.callback(info)
+            d.callback(cast("ConnectionInfo", info))  # not None: the handshake is done
         if self._gate is not None:
             self._gate.release("handshake")
         if self._paused_in_handshake:  # the protocol still wants no data
@@ -712,7 +718,7 @@ def _describe_peer(transport: Any) -> str:
         return "(peer unknown)"
 
 
-class TLSWrappingFactory(WrappingFactory):
+class TLSWrappingFactory(WrappingFactory[TLSProtocolWrapper]):
     """Wraps any protocol factory so that its connections speak TLS.
 
     Args:
@@ -754,7 +760,7 @@ class TLSWrappingFactory(WrappingFactory):
         idle_timeout: float | None = None,
         clock: IReactorTime | None = None,
     ) -> None:
-        super().__init__(wrappedFactory)
+        super().__init__(wrappedFactory)  # type: ignore[no-untyped-call]  # WrappingFactory.__init__ is unannotated
         if idle_timeout is not None and not idle_timeout > 0:
             raise ConfigurationError(f"idle_timeout must be > 0 seconds or None, not {idle_timeout!r}")
         self.idle_timeout = idle_timeout
@@ -782,8 +788,8 @@ class TLSWrappingFactory(WrappingFactory):
         if clock is None:
             from twisted.internet import reactor as default_reactor
 
-            clock = default_reactor  # type: ignore[assignment]
-        self.clock: IReactorTime = clock  # type: ignore[assignment]
+            clock = default_reactor
+        self.clock: Clock = cast("Clock", clock)
 
     def buildProtocol(self, addr: Any) -> TLSProtocolWrapper | None:  # type: ignore[override]
         wrapped = self.wrappedFactory.buildProtocol(addr)

@@ -30,7 +30,7 @@ one-line error naming the problem.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
@@ -41,6 +41,9 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from twistls._typing import TLSTransport, Transport
 
 __all__ = ["Options", "makeService"]
 
@@ -123,6 +126,7 @@ class _ReadSide:
 class _ProxyPeer(Protocol):
     """Shared by both halves: forward bytes and closes to ``peer``."""
 
+    transport: Transport  # type: ignore[assignment]  # set by makeConnection (see twistls._typing)
     peer: _ProxyPeer | None = None
     closed = False
 
@@ -159,7 +163,7 @@ class _ProxyServer(_ProxyPeer):
         self._connecting: Any = None
         transport = self.transport
         if getattr(transport, "tls_started", False):
-            transport.when_handshake_done().addCallbacks(self._ready, lambda _failure: None)
+            cast("TLSTransport", transport).when_handshake_done().addCallbacks(self._ready, lambda _failure: None)
         else:
             self._ready(None)
 
@@ -188,7 +192,8 @@ class _ProxyServer(_ProxyPeer):
             return
         log.warn(
             "proxy: backend connection failed: {reason}",
-            reason=" ".join(str(failure.value).split()) or failure.type.__name__,
+            # A Failure made from an exception always has its type.
+            reason=" ".join(str(failure.value).split()) or failure.type.__name__,  # type: ignore[union-attr]
         )
         self.transport.loseConnection()
 
@@ -245,6 +250,8 @@ class ProxyOptions(usage.Options):
 
 
 class _Echo(Protocol):
+    transport: Transport  # type: ignore[assignment]  # set by makeConnection (see twistls._typing)
+
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)
 
@@ -252,25 +259,26 @@ class _Echo(Protocol):
 class _StartTLSEcho(LineReceiver):
     """Plaintext line protocol: ``STARTTLS`` upgrades to TLS, then echo."""
 
+    transport: TLSTransport  # type: ignore[assignment]  # set by makeConnection (see twistls._typing)
     delimiter = b"\r\n"
     MAX_LENGTH = 1024
 
     def lineReceived(self, line: bytes) -> None:
         if line.strip().upper() != b"STARTTLS":
-            self.sendLine(b"ERR send STARTTLS first")
+            self.sendLine(b"ERR send STARTTLS first")  # type: ignore[no-untyped-call]  # LineReceiver is unannotated
             return
-        self.sendLine(b"OK begin TLS")
+        self.sendLine(b"OK begin TLS")  # type: ignore[no-untyped-call]  # LineReceiver is unannotated
         # Bytes the client sent after STARTTLS in the clear are dropped, not
         # fed into the TLS stream (the STARTTLS command-injection class).
-        self.clearLineBuffer()
+        self.clearLineBuffer()  # type: ignore[no-untyped-call]  # LineReceiver is unannotated
         self.transport.startTLS(self.factory.context_factory)
-        self.setRawMode()
+        self.setRawMode()  # type: ignore[no-untyped-call]  # LineReceiver is unannotated
 
     def rawDataReceived(self, data: bytes) -> None:
         self.transport.write(data)
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self.sendLine(b"ERR line too long")
+        self.sendLine(b"ERR line too long")  # type: ignore[no-untyped-call]  # LineReceiver is unannotated
         self.transport.loseConnection()
 
 
@@ -411,7 +419,7 @@ def _server_factories(*candidates: Any) -> list[Any]:
     return found
 
 
-def makeService(options: Options) -> service.IService:
+def makeService(options: Options) -> service.MultiService:
     """Build the service for ``twistd twistls``; ``SIGHUP`` reloads certificates."""
     from twistls.protocol import TLSWrappingFactory
 
@@ -420,9 +428,11 @@ def makeService(options: Options) -> service.IService:
     if options.subCommand == "proxy":
         factory = _ProxyFactory(sub["connect-endpoint"])
         StreamServerEndpointService(sub["listen-endpoint"], factory).setServiceParent(top)
-        _ReloadOnSighup(_server_factories(sub["listen-endpoint"])).setServiceParent(top)
+        reloader = _ReloadOnSighup(_server_factories(sub["listen-endpoint"]))
+        reloader.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
     else:
-        _ReloadOnSighup(_server_factories(sub["listen-endpoint"], sub["context-factory"])).setServiceParent(top)
+        reloader = _ReloadOnSighup(_server_factories(sub["listen-endpoint"], sub["context-factory"]))
+        reloader.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
         StreamServerEndpointService(sub["listen-endpoint"], Factory.forProtocol(_Echo)).setServiceParent(top)
         if sub["starttls-endpoint"] is not None:
             plain = Factory.forProtocol(_StartTLSEcho)

@@ -1,0 +1,87 @@
+"""Structural types for the Twisted objects twistls calls (typing only, no runtime role).
+
+Twisted declares its interfaces with zope.interface, whose methods have no
+``self``; without the mypy-zope plugin mypy reads ``transport.write(data)`` on
+an ``ITransport`` as a call with one argument too many, and
+``BaseProtocol.transport`` is ``ITransport | None``.  These
+:class:`typing.Protocol` classes state what twistls actually uses, so the
+call sites are checked instead of ignored.  Classes that narrow
+``transport`` to one of them do so with a single
+``# type: ignore[assignment]`` (a zope interface cannot be subclassed by a
+typing Protocol, so the narrowed type is not a subtype in mypy's eyes).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from twistls._engine import ConnectionInfo
+
+__all__ = ["ClientEndpoint", "Clock", "DelayedCall", "ServerEndpoint", "TLSTransport", "Transport"]
+
+
+class DelayedCall(Protocol):
+    """What twistls calls on :class:`~twisted.internet.interfaces.IDelayedCall`."""
+
+    def active(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """What twistls calls on :class:`~twisted.internet.interfaces.IReactorTime`."""
+
+    def seconds(self) -> float: ...
+
+    def callLater(self, delay: float, callable: Callable[..., object], *args: Any, **kw: Any) -> DelayedCall: ...
+
+
+class Transport(Protocol):
+    """What twistls calls on a connection's transport
+    (:class:`~twisted.internet.interfaces.ITCPTransport` and its producer/consumer side)."""
+
+    bufferSize: int
+
+    def write(self, data: bytes) -> None: ...
+
+    def loseConnection(self) -> None: ...
+
+    def abortConnection(self) -> None: ...
+
+    def getPeer(self) -> Any: ...
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None: ...
+
+    def unregisterProducer(self) -> None: ...
+
+    def pauseProducing(self) -> None: ...
+
+    def resumeProducing(self) -> None: ...
+
+    def stopProducing(self) -> None: ...
+
+
+class TLSTransport(Transport, Protocol):
+    """A :class:`~twistls.protocol.TLSProtocolWrapper` as the wrapped protocol sees it."""
+
+    tls_started: bool
+
+    def startTLS(self, context_factory: Any, normal: bool = True) -> None: ...
+
+    def when_handshake_done(self) -> Deferred[ConnectionInfo]: ...
+
+
+class ClientEndpoint(Protocol):
+    """Any :class:`~twisted.internet.interfaces.IStreamClientEndpoint` provider
+    (``HostnameEndpoint``, ``TCP4ClientEndpoint``, a ``TLSClientEndpoint``...)."""
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]: ...
+
+
+class ServerEndpoint(Protocol):
+    """Any :class:`~twisted.internet.interfaces.IStreamServerEndpoint` provider."""
+
+    def listen(self, protocolFactory: Any) -> Deferred[Any]: ...
