@@ -69,6 +69,45 @@ def _general_name(name: str) -> x509.GeneralName:
     return x509.DNSName(text)
 
 
+def _base(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public: ec.EllipticCurvePublicKey,
+    now: datetime.datetime,
+    days: int,
+    *,
+    ca: bool,
+    path_length: int | None = None,
+) -> x509.CertificateBuilder:
+    """What CA and leaf certificates share: names, key, serial, an hour of
+    back-dating, basic constraints and key usage (signing certificates and
+    CRLs only for a CA)."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+
+
 def _ca(
     subject: str,
     key: ec.EllipticCurvePrivateKey,
@@ -79,30 +118,8 @@ def _ca(
     days: int,
 ) -> x509.Certificate:
     public = key.public_key()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+    builder = _base(_name(subject), issuer, public, now, days, ca=True, path_length=path_length).add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(public), critical=False
     )
     return builder.sign(issuer_key, hashes.SHA256())
 
@@ -118,28 +135,7 @@ def _leaf(
 ) -> x509.Certificate:
     public = key.public_key()
     return (
-        x509.CertificateBuilder()
-        .subject_name(_name(names[0]))
-        .issuer_name(issuer.subject)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        _base(_name(names[0]), issuer.subject, public, now, days, ca=False)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
