@@ -26,7 +26,7 @@ import ctypes
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import M2Crypto.SSL  # noqa: F401  (initialises M2Crypto's SSL error type)
 from M2Crypto import m2
@@ -41,6 +41,7 @@ from twistls.errors import (
     ProtocolVersionError,
     ProtocolViolationError,
     TLSError,
+    VerificationError,
     verification_error_for_code,
 )
 
@@ -622,19 +623,27 @@ class TLSEngine:
                 code, depth, subject = int(_ossl.SSL_get_verify_result(self._address)), None, None
             else:
                 code, depth, subject = record
-            message = _ossl.verify_error_string(code)
-            where = f" at depth {depth}" if depth is not None else ""
-            who = f" ({subject})" if subject else ""
-            cls = verification_error_for_code(code)
-            return cls(
-                f"certificate verify failed: {message} (X509 error {code}{where}){who}",
-                verify_code=code,
-                verify_message=message,
-                depth=depth,
-                subject=subject or None,
-                openssl_errors=reasons,
-            )
+            return verification_failure(code, depth, subject, openssl_errors=reasons)
         return _classify("; ".join(reasons) or "unknown TLS handshake failure", reasons)
+
+
+def verification_failure(
+    code: int, depth: int | None, subject: str | None, *, openssl_errors: Sequence[str] = ()
+) -> VerificationError:
+    """The :class:`~twistls.errors.VerificationError` subclass for X509 error
+    ``code`` at ``depth`` (``None``: not known) on the certificate ``subject``."""
+    message = _ossl.verify_error_string(code)
+    where = f" at depth {depth}" if depth is not None else ""
+    who = f" ({subject})" if subject else ""
+    cls = verification_error_for_code(code)
+    return cls(
+        f"certificate verify failed: {message} (X509 error {code}{where}){who}",
+        verify_code=code,
+        verify_message=message,
+        depth=depth,
+        subject=subject or None,
+        openssl_errors=openssl_errors,
+    )
 
 
 _VERSION_REASONS = (

@@ -29,7 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from twistls import _openssl as _ossl
-from twistls.errors import ConfigurationError, VerificationError, verification_error_for_code
+from twistls._engine import verification_failure
+from twistls.errors import ConfigurationError, VerificationError
 
 __all__ = ["VerifyResult", "verify_certificate", "parse_time", "load_certificates"]
 
@@ -132,19 +133,6 @@ def _collect(preverify_ok: int, store_ctx: int | None) -> int:
 _collect_callback = _ossl.VERIFY_CB(_collect)
 
 
-def _chain_error(code: int, depth: int, subject: str) -> VerificationError:
-    message = _ossl.verify_error_string(code)
-    who = f" ({subject})" if subject else ""
-    cls = verification_error_for_code(code)
-    return cls(
-        f"certificate verify failed: {message} (X509 error {code} at depth {depth}){who}",
-        verify_code=code,
-        verify_message=message,
-        depth=depth,
-        subject=subject or None,
-    )
-
-
 def verify_certificate(
     certificate: str,
     *,
@@ -241,7 +229,7 @@ def verify_certificate(
             code = _ossl.X509_STORE_CTX_get_error(store_ctx)
             found.append((code, _ossl.X509_STORE_CTX_get_error_depth(store_ctx), ""))
         _ossl.drain_errors()
-        result.problems.extend(_chain_error(c, d, s) for c, d, s in found)
+        result.problems.extend(verification_failure(c, d, s) for c, d, s in found)
         built_der = _m2_chain(store_ctx)
     finally:
         _problems.pop(store_ctx, None)
