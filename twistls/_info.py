@@ -7,9 +7,28 @@ and ``python -m twistls probe``.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-__all__ = ["describe_certificate", "describe_chain"]
+if TYPE_CHECKING:
+    from cryptography import x509
+
+__all__ = ["describe_certificate", "describe_chain", "san_names"]
+
+
+def san_names(cert: x509.Certificate, *, uris: bool) -> list[str]:
+    """The subjectAltName entries of ``cert`` as ``"DNS:..."`` then ``"IP:..."``
+    (then ``"URI:..."`` with ``uris=True``) strings; ``[]`` without the extension."""
+    from cryptography import x509
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    names = [f"DNS:{n}" for n in san.get_values_for_type(x509.DNSName)]
+    names += [f"IP:{n}" for n in san.get_values_for_type(x509.IPAddress)]
+    if uris:
+        names += [f"URI:{n}" for n in san.get_values_for_type(x509.UniformResourceIdentifier)]
+    return names
 
 
 def describe_certificate(der: bytes) -> dict[str, object]:
@@ -18,14 +37,7 @@ def describe_certificate(der: bytes) -> dict[str, object]:
     from cryptography import x509
 
     cert = x509.load_der_x509_certificate(der)
-    names: list[str] = []
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = None
-    if san is not None:
-        names += [f"DNS:{n}" for n in san.get_values_for_type(x509.DNSName)]
-        names += [f"IP:{n}" for n in san.get_values_for_type(x509.IPAddress)]
+    names = san_names(cert, uris=False)
     return {
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),

@@ -47,6 +47,7 @@ from service_identity.hazmat import (
     verify_service_identity,
 )
 
+from twistls._info import san_names
 from twistls.errors import (
     CertificatePurposeError,
     ConfigurationError,
@@ -88,15 +89,7 @@ def spki_sha256(certificate_der: bytes) -> str:
 def certificate_names(cert: x509.Certificate) -> list[str]:
     """The identities a certificate holds, for messages: ``DNS:…``, ``IP:…``,
     and ``CN:…`` (the commonName, listed last)."""
-    names: list[str] = []
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = None
-    if san is not None:
-        names += [f"DNS:{n}" for n in san.get_values_for_type(x509.DNSName)]
-        names += [f"IP:{n}" for n in san.get_values_for_type(x509.IPAddress)]
-        names += [f"URI:{n}" for n in san.get_values_for_type(x509.UniformResourceIdentifier)]
+    names = san_names(cert, uris=True)
     for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         names.append(f"CN:{attr.value!s}")
     return names
