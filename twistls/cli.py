@@ -46,6 +46,12 @@ def _depth(text: str) -> int:
     return value
 
 
+def _add_trust_options(container: argparse._ActionsContainer) -> None:
+    """``--cafile`` and ``--capath``, as ``probe`` and ``verify`` both take them."""
+    container.add_argument("--cafile", metavar="F", help="PEM file of trusted CAs (instead of the system store)")
+    container.add_argument("--capath", metavar="D", help="hashed directory of trusted CAs (instead of the system store)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twistls",
@@ -81,8 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         help="speak this protocol's cleartext preamble, then upgrade to TLS "
         "(plain-line: send 'STARTTLS' and wait for one line; needs an explicit port)",
     )
-    probe.add_argument("--cafile", metavar="F", help="PEM file of trusted CAs (instead of the system store)")
-    probe.add_argument("--capath", metavar="D", help="hashed directory of trusted CAs (instead of the system store)")
+    _add_trust_options(probe)
     probe.add_argument(
         "--servername",
         metavar="N",
@@ -120,9 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("certificate", metavar="CERT", help="the certificate file (PEM or DER)")
     verify.add_argument("--chain", metavar="FILE", help="PEM file of intermediates the server would send")
-    trust = verify.add_mutually_exclusive_group()
-    trust.add_argument("--cafile", metavar="F", help="PEM file of trusted CAs (instead of the system store)")
-    trust.add_argument("--capath", metavar="D", help="hashed directory of trusted CAs (instead of the system store)")
+    _add_trust_options(verify.add_mutually_exclusive_group())
     who = verify.add_mutually_exclusive_group(required=True)
     who.add_argument("--host", metavar="NAME", help="the DNS name a client would expect")
     who.add_argument("--ip", metavar="ADDR", help="the IP address a client would expect")

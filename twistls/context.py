@@ -306,6 +306,11 @@ def _check_depth(depth: object) -> None:
         raise ConfigurationError(f"verify_depth must be a whole number >= 1, not {depth!r}")
 
 
+def _check_cache_size(size: object) -> None:
+    if not isinstance(size, int) or size < 0:
+        raise ConfigurationError(f"session_cache_size must be a whole number >= 0, not {size!r}")
+
+
 def _set_verify(handle: ContextHandle, mode: int, depth: int) -> None:
     _check_depth(depth)
     _ossl.SSL_CTX_set_verify(handle.address, mode, _ossl.verify_callback)
@@ -545,8 +550,7 @@ class ClientContextFactory(_ContextFactory):
     ) -> None:
         super().__init__(handshake_timeout=handshake_timeout)
         self.alpn_protocols = _alpn_list(alpn_protocols)
-        if not isinstance(session_cache_size, int) or session_cache_size < 0:
-            raise ConfigurationError(f"session_cache_size must be a whole number >= 0, not {session_cache_size!r}")
+        _check_cache_size(session_cache_size)
         crl_files = _crl_files(crlfile, crl_path, crl_check)
         if crl_files and insecure_skip_verify:
             raise ConfigurationError("CRLs need verification: drop insecure_skip_verify=True or the CRL options")
@@ -750,8 +754,7 @@ class ServerContextFactory(_ContextFactory):
         self.verifies_clients = client_cafile is not None or client_capath is not None
         self.alpn_protocols = _alpn_list(alpn_protocols)
         self.sni_certificates = _sni_table(sni_certificates or {})
-        if not isinstance(session_cache_size, int) or session_cache_size < 0:
-            raise ConfigurationError(f"session_cache_size must be a whole number >= 0, not {session_cache_size!r}")
+        _check_cache_size(session_cache_size)
         if session_timeout is not None and (not isinstance(session_timeout, int) or session_timeout < 1):
             raise ConfigurationError(f"session_timeout must be a whole number of seconds >= 1, not {session_timeout!r}")
         self.session_cache_size = session_cache_size
