@@ -35,6 +35,7 @@ from M2Crypto.SSL.SSLError import SSLError as _SSLError  # the class M2Crypto.SS
 from twistls import _openssl as _ossl
 from twistls.errors import (
     ConfigurationError,
+    HostnameMismatchError,
     EngineStateError,
     NoPeerCertificateError,
     PeerAlertError,
@@ -204,6 +205,16 @@ def _free_ctx(ptr: m2types.SSL_CTX, address: int) -> None:
     m2.ssl_ctx_free(ptr)
 
 
+def _handshake_check(ref: weakref.ReferenceType[TLSEngine]) -> Callable[[list[bytes], list[bytes]], int]:
+    """The verify-callback hook of one engine, holding it only weakly."""
+
+    def check(peer_chain: list[bytes], verified_chain: list[bytes]) -> int:
+        engine = ref()
+        return 0 if engine is None else engine._check_during_handshake(peer_chain, verified_chain)
+
+    return check
+
+
 def _free_ssl(ssl: m2types.SSL, address: int) -> None:
     _ossl.forget_ssl(address)
     m2.ssl_free(ssl)
@@ -216,8 +227,15 @@ class TLSEngine:
         context: the context handle the connection is made from.
         client: ``True`` for the client role, ``False`` for the server role.
         server_hostname: the SNI name a client sends (``None``: none).
-        verifier: called once after the handshake with this engine; it raises
-            a :class:`~twistls.errors.TLSError` to reject the peer.
+        verifier: called once per connection with this engine; it raises
+            a :class:`~twistls.errors.TLSError` to reject the peer.  For a
+            verifying client it runs inside the handshake, from OpenSSL's
+            verify callback once the chain is verified (``peer_chain_der()``
+            and ``verified_chain_der()`` then return the chains being
+            verified), so a rejection fails the handshake and sends the peer
+            an alert (``bad_certificate`` for a name mismatch,
+            ``handshake_failure`` otherwise); resumed sessions and
+            non-verifying engines run it right after the handshake.
 
     Raises:
         ConfigurationError: OpenSSL could not create the connection or
@@ -272,6 +290,17 @@ class TLSEngine:
         #: Whether the connection failed (a plain attribute: the wrapper reads it on every write).
         self.failed = False
         self._renew_bios = False
+        # The Checker runs inside a verifying client's handshake (so that a
+        # rejection sends the peer an alert); resumed sessions, and engines
+        # where that did not happen, are checked once the handshake is done.
+        self._checked_in_handshake = False
+        self._check_error: TLSError | None = None
+        self._handshake_chains: tuple[list[bytes], list[bytes]] | None = None
+        # OpenSSL keeps no peer certificate from a handshake its verify callback
+        # failed; the chains the Checker rejected are kept for inspection.
+        self._rejected_chains: tuple[list[bytes], list[bytes]] | None = None
+        if client and verifier is not None and context.verifying:
+            _ossl.handshake_checks[self._address] = _handshake_check(weakref.ref(self))
 
     # -- input -----------------------------------------------------------------
 
@@ -479,6 +508,9 @@ class TLSEngine:
 
     def peer_certificate_der(self) -> bytes | None:
         """The peer's certificate in DER, or ``None`` if it sent none."""
+        chains = self._handshake_chains or self._rejected_chains
+        if chains is not None:
+            return chains[0][0] if chains[0] else None
         x509 = m2.ssl_get_peer_cert(self._ssl)
         if x509 is None:
             return None
@@ -490,10 +522,44 @@ class TLSEngine:
     def verified_chain_der(self) -> list[bytes]:
         """The chain OpenSSL verified, in DER: the peer's certificate first,
         the trust anchor last (empty when verification is off)."""
+        chains = self._handshake_chains or self._rejected_chains
+        if chains is not None:
+            return list(chains[1])
         return _ossl.verified_chain_der(self._address)
+
+    def _check_during_handshake(self, peer_chain: list[bytes], verified_chain: list[bytes]) -> int:
+        """Run the verifier from OpenSSL's verify callback, on the chains it is
+        verifying.  Returns 0 to accept, or the X509 error code to fail the
+        handshake with (the rejection itself is kept for :meth:`_handshake_failure`).
+        Never raises."""
+        verifier = self._verifier
+        if verifier is None:
+            return 0
+        self._handshake_chains = (peer_chain, verified_chain)
+        try:
+            verifier(self)
+        except TLSError as exc:
+            self._check_error = exc
+            self._rejected_chains = (peer_chain, verified_chain)
+            if isinstance(exc, HostnameMismatchError):
+                return _ossl.X509_V_ERR_HOSTNAME_MISMATCH
+            return _ossl.X509_V_ERR_APPLICATION_VERIFICATION
+        except Exception as exc:  # a verifier bug must not let the peer in
+            error = TLSError(f"the certificate check failed unexpectedly: {exc!r}")
+            error.__cause__ = exc
+            self._check_error = error
+            self._rejected_chains = (peer_chain, verified_chain)
+            return _ossl.X509_V_ERR_APPLICATION_VERIFICATION
+        finally:
+            self._handshake_chains = None
+        self._checked_in_handshake = True
+        return 0
 
     def peer_chain_der(self) -> list[bytes]:
         """The certificates the peer sent, in DER, its own certificate first."""
+        chains = self._handshake_chains or self._rejected_chains
+        if chains is not None:
+            return list(chains[0])
         chain: list[bytes] = []
         stack = m2.ssl_get_peer_cert_chain(self._ssl)
         if stack is not None:
@@ -550,7 +616,7 @@ class TLSEngine:
                 discard_output=True,
             )
             return
-        if self._verifier is not None:
+        if self._verifier is not None and not self._checked_in_handshake:
             try:
                 self._verifier(self)
             except TLSError as exc:
@@ -617,6 +683,9 @@ class TLSEngine:
 
     def _handshake_failure(self) -> TLSError:
         reasons = _ossl.drain_errors()
+        if self._check_error is not None:  # the Checker rejected the peer inside the handshake
+            _ossl.verify_failures.pop(self._address, None)
+            return self._check_error
         record = _ossl.verify_failures.pop(self._address, None)
         if record is not None or any("certificate verify failed" in r for r in reasons):
             if record is None:

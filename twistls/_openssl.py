@@ -34,7 +34,7 @@ from ctypes import (
     c_ulong,
     c_void_p,
 )
-from typing import Any
+from typing import Any, Callable
 
 import M2Crypto._m2crypto  # noqa: F401  (loads libssl into the process first)
 
@@ -272,9 +272,30 @@ verify_failures: dict[int, tuple[int, int, str]] = {}
 _STORE_IDX: list[int] = []
 
 
+#: Client connections whose Checker runs inside the handshake, so that a
+#: rejection sends the peer a TLS alert: SSL* -> check(peer_chain, verified_chain)
+#: returning 0 (accepted) or the X509_V_ERR_* code to fail with.  An entry is
+#: used once (popped) when OpenSSL reaches the peer's certificate (depth 0)
+#: with the chain verified so far; resumed sessions never get there and are
+#: checked after the handshake instead.
+handshake_checks: dict[int, Callable[[list[bytes], list[bytes]], int]] = {}
+
+
 def _verify_callback(preverify_ok: int, store_ctx: int | None) -> int:
     try:
-        if not preverify_ok and store_ctx:
+        if preverify_ok and store_ctx and handshake_checks and X509_STORE_CTX_get_error_depth(store_ctx) == 0:
+            if not _STORE_IDX:
+                _STORE_IDX.append(SSL_get_ex_data_X509_STORE_CTX_idx())
+            check = handshake_checks.pop(X509_STORE_CTX_get_ex_data(store_ctx, _STORE_IDX[0]) or 0, None)
+            if check is not None:
+                code = check(
+                    stack_der(X509_STORE_CTX_get0_untrusted(store_ctx)),
+                    stack_der(X509_STORE_CTX_get0_chain(store_ctx)),
+                )
+                if code:
+                    X509_STORE_CTX_set_error(store_ctx, code)
+                    return 0
+        elif not preverify_ok and store_ctx:
             if not _STORE_IDX:
                 _STORE_IDX.append(SSL_get_ex_data_X509_STORE_CTX_idx())
             ssl = X509_STORE_CTX_get_ex_data(store_ctx, _STORE_IDX[0])
@@ -657,6 +678,7 @@ def group_name(nid: int) -> str | None:
 def forget_ssl(address: int) -> None:
     """Drop every per-connection entry for a freed ``SSL*``."""
     verify_failures.pop(address, None)
+    handshake_checks.pop(address, None)
     alpn_by_ssl.pop(address, None)
     session_sinks.pop(address, None)
     callback_errors.pop(address, None)
@@ -676,10 +698,24 @@ OPENSSL_sk_value = _fn(libcrypto, "OPENSSL_sk_value", _vp, _vp, c_int)
 i2d_X509 = _fn(libcrypto, "i2d_X509", c_int, _vp, POINTER(POINTER(c_ubyte)))
 
 
+X509_STORE_CTX_get0_chain = _fn(libcrypto, "X509_STORE_CTX_get0_chain", _vp, _vp)
+X509_STORE_CTX_get0_untrusted = _fn(libcrypto, "X509_STORE_CTX_get0_untrusted", _vp, _vp)
+X509_STORE_CTX_set_error = _fn(libcrypto, "X509_STORE_CTX_set_error", None, _vp, c_int)
+
+#: X509_V_ERR_* codes a Checker rejection inside the handshake is reported as
+#: (they decide the alert: bad_certificate / handshake_failure).
+X509_V_ERR_HOSTNAME_MISMATCH = 62
+X509_V_ERR_APPLICATION_VERIFICATION = 50
+
+
 def verified_chain_der(ssl: int) -> list[bytes]:
     """The chain OpenSSL built and verified (peer first, trust anchor last),
     in DER; empty when nothing was verified."""
-    stack = SSL_get0_verified_chain(ssl)
+    return stack_der(SSL_get0_verified_chain(ssl))
+
+
+def stack_der(stack: int | None) -> list[bytes]:
+    """The certificates of a ``STACK_OF(X509)`` in DER, in order (empty for NULL)."""
     if not stack:
         return []
     chain: list[bytes] = []
