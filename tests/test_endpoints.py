@@ -7,7 +7,7 @@ import os
 
 from twisted.application.service import IServiceMaker
 from twisted.internet import defer, protocol, reactor, task
-from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.error import ConnectingCancelledError, ConnectionDone
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -35,6 +35,7 @@ from twistls import (
     TLSWrappingFactory,
     UntrustedCertificateError,
 )
+from twistls.checker import certificate_names
 from twistls.endpoints import (
     TLSClientEndpoint,
     TLSServerEndpoint,
@@ -578,3 +579,80 @@ class DocumentationTests(SynchronousTestCase):
         for key in module._CLIENT_KEYS | module._SERVER_KEYS:
             self.assertIn(f"``{key}``", text)
             self.assertIn(key, module.__doc__ or "")
+
+
+class ConnectionOptionStringTests(TestCase):
+    """idleTimeout, allowTruncation and sniDirectory in endpoint strings, over 127.0.0.1."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def serve(self, extra: str):  # type: ignore[no-untyped-def]
+        factory = protocol.Factory.forProtocol(_Echo)
+        endpoint = serverFromString(reactor, f"twistls:0:interface=127.0.0.1{extra}")
+        port = yield endpoint.listen(factory)
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    def connect(self, port: int, host: str = "localhost", extra: str = ""):  # type: ignore[no-untyped-def]
+        string = f"twistls:host={host}:port={port}:caFile={_esc(pki().cafile)}{extra}"
+        return clientFromString(reactor, string).connect(protocol.Factory.forProtocol(_Client))
+
+    @defer.inlineCallbacks
+    def test_server_idle_timeout_closes_an_idle_client(self) -> None:
+        """A server string with idleTimeout=0.3 closes a verified but silent client with close_notify."""
+        p = pki()
+        port = yield self.serve(f":certificate={_esc(p.server.cert)}:privateKey={_esc(p.server.key)}:idleTimeout=0.3")
+        client = yield self.connect(port)
+        started = reactor.seconds()
+        (reason,) = yield client.lost
+        self.assertTrue(reason.check(ConnectionDone), reason)  # close_notify: a clean end
+        self.assertGreaterEqual(reactor.seconds() - started, 0.25)
+
+    @defer.inlineCallbacks
+    def test_server_without_idle_timeout_keeps_the_client(self) -> None:
+        """Without idleTimeout the same silent client stays connected."""
+        p = pki()
+        port = yield self.serve(f":certificate={_esc(p.server.cert)}:privateKey={_esc(p.server.key)}")
+        client = yield self.connect(port)
+        yield task.deferLater(reactor, 0.6, lambda: None)
+        self.assertFalse(client.lost.called)
+        client.transport.loseConnection()
+        yield client.lost
+
+    def test_allow_truncation_and_idle_timeout_parse(self) -> None:
+        """Both roles accept idleTimeout and allowTruncation; bad values are ConfigurationErrors."""
+        p = pki()
+        client = clientFromString(
+            reactor, f"twistls:host=localhost:port=1:caFile={_esc(p.cafile)}:idleTimeout=60:allowTruncation=yes"
+        )
+        self.assertEqual((client._idle_timeout, client._allow_truncation), (60.0, True))
+        server = serverFromString(
+            reactor, f"twistls:0:certificate={_esc(p.server.chain)}:idleTimeout=none:allowTruncation=no"
+        )
+        self.assertEqual((server._idle_timeout, server._allow_truncation), (None, False))
+        for bad in (":idleTimeout=-1", ":idleTimeout=soon", ":allowTruncation=maybe"):
+            self.assertRaises(
+                ConfigurationError, serverFromString, reactor, f"twistls:0:certificate={_esc(p.server.chain)}{bad}"
+            )
+
+    @defer.inlineCallbacks
+    def test_sni_directory_serves_each_name(self) -> None:
+        """sniDirectory picks the certificate by SNI; certificate= serves other names; each client verifies."""
+        p = pki()
+        directory = os.path.join(p.dir, "sni-endpoint")
+        os.makedirs(directory, exist_ok=True)
+        for name in ("a.example", "b.example"):
+            leaf = p.leaf(f"sni-endpoint-{name}", p.ca, name)
+            with open(leaf.chain, "rb") as src, open(os.path.join(directory, f"{name}.pem"), "wb") as dst:
+                dst.write(src.read())
+        port = yield self.serve(
+            f":certificate={_esc(p.server.cert)}:privateKey={_esc(p.server.key)}:sniDirectory={_esc(directory)}"
+        )
+        for name in ("a.example", "b.example", "localhost"):
+            client = yield self.connect(port, host=name, extra=f":endpoint=tcp\\:127.0.0.1\\:{port}")
+            self.assertIn(f"DNS:{name}", certificate_names(client.transport.getPeerCertificate()))
+            client.transport.loseConnection()
+            yield client.lost
+        with self.assertRaises(HostnameMismatchError):
+            yield self.connect(port, host="c.example", extra=f":endpoint=tcp\\:127.0.0.1\\:{port}")

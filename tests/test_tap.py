@@ -35,6 +35,22 @@ class OptionsTests(SynchronousTestCase):
         self.p = pki()
         self.listen = f"twistls:0:certificate={_esc(self.p.server.cert)}:privateKey={_esc(self.p.server.key)}"
 
+    def test_idle_timeout_reaches_every_tls_endpoint(self) -> None:
+        """--idle-timeout sets the idle timeout of twistls: strings without one, and of echo's own TLS port."""
+        options = parse(
+            "proxy", "--idle-timeout", "7", "--listen", self.listen, "--connect", "twistls:host=localhost:port=1"
+        )
+        self.assertEqual(options.subOptions["listen-endpoint"]._idle_timeout, 7.0)
+        self.assertEqual(options.subOptions["connect-endpoint"]._idle_timeout, 7.0)
+        options = parse("proxy", "--idle-timeout", "7", "--listen", self.listen + ":idleTimeout=3", "--connect", "tcp:127.0.0.1:1")
+        self.assertEqual(options.subOptions["listen-endpoint"]._idle_timeout, 3.0)  # the string's own value wins
+        options = parse("echo", "--certificate", self.p.server.chain, "--port", "0", "--idle-timeout", "2.5")
+        self.assertEqual(options.subOptions["listen-endpoint"]._idle_timeout, 2.5)
+        self.assertIsNone(parse("echo", "--certificate", self.p.server.chain).subOptions["listen-endpoint"]._idle_timeout)
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("echo", "--certificate", self.p.server.chain, "--idle-timeout", "0")
+        self.assertIn("--idle-timeout", str(caught.exception))
+
     def test_proxy_builds_both_endpoints(self) -> None:
         """proxy --listen twistls:... --connect tcp:... parses both strings at once."""
         options = parse("proxy", "--listen", self.listen, "--connect", "tcp:127.0.0.1:8080")

@@ -39,6 +39,8 @@ insecureSkipVerify   ``yes``: accept any certificate and name (logs a warning)  
 alpn                 comma-separated ALPN protocols, e.g. ``h2,http/1.1``          none
 endpoint             another client endpoint string to tunnel through; ``host``   ``HostnameEndpoint``
                      is then only used for SNI and verification                    (host, port)
+idleTimeout          close the connection after this many idle seconds             none (never)
+allowTruncation      ``yes``: an end without close_notify counts as clean          no
 ==================== ============================================================ ===========================
 
 Server, ``serverFromString(reactor, "twistls:8443:certificate=server.pem")``:
@@ -47,7 +49,8 @@ Server, ``serverFromString(reactor, "twistls:8443:certificate=server.pem")``:
 key                         meaning                                                 default
 =========================== ======================================================= =====================
 port (first positional)     TCP port to listen on (``0``: any free port)            required
-certificate                 PEM file: server certificate then intermediates          required
+certificate                 PEM file: server certificate then intermediates          required (unless
+                                                                                    ``sniDirectory``)
 privateKey                  PEM key file                                            in ``certificate``
 caFile                      PEM CAs that client certificates must chain to;         no client certificates
                             turns client certificates on
@@ -57,6 +60,12 @@ requireClientCertificate    with ``caFile``/``caPath``: ``yes`` refuses clients 
 interface                   address to listen on (an IPv6 address listens on v6)    all IPv4 addresses
 backlog                     listen backlog                                          50
 handshakeTimeout            seconds the TLS handshake may take (``0``/``none``)      30
+idleTimeout                 close connections idle this many seconds                none (never)
+allowTruncation             ``yes``: an end without close_notify counts as clean    no
+sniDirectory                directory of ``<hostname>.pem`` files (key + chain;      none
+                            ``*.example.com.pem`` for wildcards) chosen by SNI;
+                            ``certificate`` (or the directory's ``DEFAULT.pem``
+                            when ``certificate`` is left out) serves other clients
 =========================== ======================================================= =====================
 
 Booleans take ``yes``/``no`` (also ``true``/``false``, ``1``/``0``).  Unknown
@@ -134,12 +143,14 @@ class TLSClientEndpoint:
         *,
         clock: IReactorTime | None = None,
         allow_truncation: bool = False,
+        idle_timeout: float | None = None,
     ) -> None:
         self.hostname = hostname
         self.context_factory = context_factory
         self.wrapped_endpoint = wrapped_endpoint
         self._clock = clock
         self._allow_truncation = allow_truncation
+        self._idle_timeout = idle_timeout
 
     def connect(self, protocolFactory: Any) -> Deferred[Any]:
         """Connect, handshake and verify.
@@ -158,6 +169,7 @@ class TLSClientEndpoint:
             self.context_factory,
             clock=self._clock or _default_clock(),
             allow_truncation=self._allow_truncation,
+            idle_timeout=self._idle_timeout,
         )
         wrapper: list[TLSProtocolWrapper] = []
         inner: Deferred[Any]
@@ -205,17 +217,27 @@ class TLSServerEndpoint:
         wrapped_endpoint: ServerEndpoint,
         *,
         clock: IReactorTime | None = None,
+        allow_truncation: bool = False,
+        idle_timeout: float | None = None,
     ) -> None:
         self.context_factory = context_factory
         self.wrapped_endpoint = wrapped_endpoint
         self._clock = clock
+        self._allow_truncation = allow_truncation
+        self._idle_timeout = idle_timeout
 
     def listen(self, protocolFactory: Any) -> Deferred[Any]:
         """Listen; every accepted connection handshakes before the protocol
         sees a byte.  Returns the wrapped endpoint's Deferred (an ``IListeningPort``)."""
         from twistls.protocol import TLSWrappingFactory
 
-        wrapping = TLSWrappingFactory(protocolFactory, self.context_factory, clock=self._clock or _default_clock())
+        wrapping = TLSWrappingFactory(
+            protocolFactory,
+            self.context_factory,
+            clock=self._clock or _default_clock(),
+            allow_truncation=self._allow_truncation,
+            idle_timeout=self._idle_timeout,
+        )
         return self.wrapped_endpoint.listen(wrapping)
 
 
@@ -226,6 +248,7 @@ def wrap_client_tls(
     *,
     clock: IReactorTime | None = None,
     allow_truncation: bool = False,
+    idle_timeout: float | None = None,
 ) -> TLSClientEndpoint:
     """Wrap a client endpoint with TLS for ``hostname`` (like Twisted's ``wrapClientTLS``).
 
@@ -239,6 +262,8 @@ def wrap_client_tls(
         wrapped_endpoint: any ``IStreamClientEndpoint``.
         clock: reactor for the handshake timeout (default: the global reactor).
         allow_truncation: treat an end without close_notify as a clean close.
+        idle_timeout: close established connections idle this many seconds
+            (``None``: never); see :class:`~twistls.protocol.TLSWrappingFactory`.
 
     Returns:
         An endpoint whose ``connect()`` Deferred fires with the protocol only
@@ -260,7 +285,9 @@ def wrap_client_tls(
     if not isinstance(hostname, str) or not hostname:
         raise ConfigurationError(f"wrap_client_tls needs the hostname to verify as a non-empty str, not {hostname!r}")
     bound = client_context_factory.with_hostname(hostname)
-    return TLSClientEndpoint(hostname, bound, wrapped_endpoint, clock=clock, allow_truncation=allow_truncation)
+    return TLSClientEndpoint(
+        hostname, bound, wrapped_endpoint, clock=clock, allow_truncation=allow_truncation, idle_timeout=idle_timeout
+    )
 
 
 class HTTPSEndpointFactory:
@@ -333,6 +360,8 @@ def wrap_server_tls(
     wrapped_endpoint: ServerEndpoint,
     *,
     clock: IReactorTime | None = None,
+    allow_truncation: bool = False,
+    idle_timeout: float | None = None,
 ) -> TLSServerEndpoint:
     """Wrap a server endpoint with TLS.
 
@@ -340,6 +369,9 @@ def wrap_server_tls(
         server_context_factory: the server policy (certificate, key, client CAs).
         wrapped_endpoint: any ``IStreamServerEndpoint``.
         clock: reactor for the handshake timeout (default: the global reactor).
+        allow_truncation: treat an end without close_notify as a clean close.
+        idle_timeout: close established connections idle this many seconds
+            (``None``: never); see :class:`~twistls.protocol.TLSWrappingFactory`.
 
     Returns:
         An endpoint whose connections handshake (and verify client
@@ -356,7 +388,13 @@ def wrap_server_tls(
         raise ConfigurationError(
             "wrap_server_tls needs a twistls.ServerContextFactory, not " f"{type(server_context_factory).__name__}"
         )
-    return TLSServerEndpoint(server_context_factory, wrapped_endpoint, clock=clock)
+    return TLSServerEndpoint(
+        server_context_factory,
+        wrapped_endpoint,
+        clock=clock,
+        allow_truncation=allow_truncation,
+        idle_timeout=idle_timeout,
+    )
 
 
 # -- endpoint-string parsing ------------------------------------------------------
@@ -472,6 +510,8 @@ _CLIENT_KEYS = frozenset(
         "insecureSkipVerify",
         "alpn",
         "endpoint",
+        "idleTimeout",
+        "allowTruncation",
     }
 )
 
@@ -486,6 +526,9 @@ _SERVER_KEYS = frozenset(
         "interface",
         "backlog",
         "handshakeTimeout",
+        "idleTimeout",
+        "allowTruncation",
+        "sniDirectory",
     }
 )
 
@@ -561,7 +604,15 @@ def _client_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
             timeout=timeout,
             bindAddress=None if bind is None else (bind, 0),
         )
-    return wrap_client_tls(host, context_factory, wrapped, clock=reactor)
+    return wrap_client_tls(host, context_factory, wrapped, clock=reactor, **_connection_options(v))
+
+
+def _connection_options(v: dict[str, str]) -> dict[str, Any]:
+    """The per-connection keys both roles take: idleTimeout, allowTruncation."""
+    return {
+        "idle_timeout": _seconds("idleTimeout", v.get("idleTimeout", "none"), allow_none=True),
+        "allow_truncation": _bool("allowTruncation", v.get("allowTruncation", "no")),
+    }
 
 
 def _is_ip(host: str) -> bool:
@@ -585,10 +636,12 @@ def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
     if "port" not in v:
         raise ConfigurationError("twistls server endpoint: a port is required (twistls:PORT:certificate=FILE)")
     port = _int("port", v["port"], minimum=0, maximum=65535)
-    if "certificate" not in v:
+    if "certificate" not in v and "sniDirectory" not in v:
         raise ConfigurationError("twistls server endpoint: certificate= is required (twistls:PORT:certificate=FILE)")
-    certificate = _file("certificate", v["certificate"])
+    certificate = _file("certificate", v["certificate"]) if "certificate" in v else None
     private_key = _file("privateKey", v["privateKey"]) if "privateKey" in v else None
+    if private_key is not None and certificate is None:
+        raise ConfigurationError("twistls server endpoint: privateKey= needs certificate=")
     backlog = _int("backlog", v.get("backlog", "50"), minimum=1)
     options: dict[str, Any] = {
         "handshake_timeout": _seconds("handshakeTimeout", v.get("handshakeTimeout", "30"), allow_none=True),
@@ -603,11 +656,21 @@ def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
                 "twistls server endpoint: requireClientCertificate= needs caFile= or caPath= (the client CAs)"
             )
         options["require_client_certificate"] = _bool("requireClientCertificate", v["requireClientCertificate"])
-    context_factory = ServerContextFactory(certificate, private_key, **options)
+    if certificate is None:  # sniDirectory= alone: its DEFAULT.pem serves clients without a known name
+        context_factory = ServerContextFactory.from_directory(_directory("sniDirectory", v["sniDirectory"]), **options)
+    else:
+        if "sniDirectory" in v:  # certificate= serves clients that send no or an unknown name
+            directory = _directory("sniDirectory", v["sniDirectory"])
+            options["sni_certificates"] = {
+                name[: -len(".pem")]: os.path.join(directory, name)
+                for name in sorted(os.listdir(directory))
+                if name.endswith(".pem") and name != "DEFAULT.pem" and os.path.isfile(os.path.join(directory, name))
+            }
+        context_factory = ServerContextFactory(certificate, private_key, **options)
     interface = v.get("interface", "")
     endpoint_class: Callable[..., Any] = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
     wrapped = endpoint_class(reactor, port, backlog=backlog, interface=interface)
-    return wrap_server_tls(context_factory, wrapped, clock=reactor)
+    return wrap_server_tls(context_factory, wrapped, clock=reactor, **_connection_options(v))
 
 
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)

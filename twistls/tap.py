@@ -56,21 +56,38 @@ _TIMEOUT_HELP = (
 )
 
 
-def _positive_seconds(value: str) -> float:
-    number = float(value)
-    if not number > 0 or number == float("inf"):
-        raise ValueError(f"--handshake-timeout must be a positive number of seconds, not {value!r}")
-    return number
+def _positive_seconds_for(option: str) -> Any:
+    """A usage.Options coerce function for a positive number of seconds,
+    whose error names ``option``."""
+
+    def coerce(value: str) -> float:
+        number = float(value)
+        if not number > 0 or number == float("inf"):
+            raise ValueError(f"{option} must be a positive number of seconds, not {value!r}")
+        return number
+
+    coerce.coerceDoc = "A positive number of seconds."  # type: ignore[attr-defined]
+    return coerce
 
 
-_positive_seconds.coerceDoc = "A positive number of seconds."  # type: ignore[attr-defined]
+_positive_seconds = _positive_seconds_for("--handshake-timeout")
+_positive_idle_seconds = _positive_seconds_for("--idle-timeout")
 
 
-def _with_timeout(description: str, timeout: float | None) -> str:
-    """Add ``handshakeTimeout=`` to a ``twistls:`` string that lacks it."""
-    if timeout is None or not description.startswith("twistls:") or "handshakeTimeout=" in description:
+_IDLE_HELP = (
+    "Seconds an established TLS connection may carry no data before it is closed "
+    "(applies to twistls: endpoints that do not set idleTimeout= themselves) [default: never]"
+)
+
+
+def _with_timeout(description: str, timeout: float | None, idle: float | None = None) -> str:
+    """Add ``handshakeTimeout=`` / ``idleTimeout=`` to a ``twistls:`` string that lacks them."""
+    if not description.startswith("twistls:"):
         return description
-    return f"{description}:handshakeTimeout={timeout:g}"
+    for key, value in (("handshakeTimeout", timeout), ("idleTimeout", idle)):
+        if value is not None and f"{key}=" not in description:
+            description = f"{description}:{key}={value:g}"
+    return description
 
 
 def _one_line(option: str, value: str, exc: BaseException) -> usage.UsageError:
@@ -78,22 +95,22 @@ def _one_line(option: str, value: str, exc: BaseException) -> usage.UsageError:
     return usage.UsageError(f"{option} {value!r}: {text}")
 
 
-def _server_endpoint(option: str, description: str, timeout: float | None) -> Any:
+def _server_endpoint(option: str, description: str, timeout: float | None, idle: float | None = None) -> Any:
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
     try:
-        return serverFromString(reactor, _with_timeout(description, timeout))
+        return serverFromString(reactor, _with_timeout(description, timeout, idle))
     except (ValueError, TypeError, KeyError, OSError) as exc:
         raise _one_line(option, description, exc) from None
 
 
-def _client_endpoint(option: str, description: str, timeout: float | None) -> Any:
+def _client_endpoint(option: str, description: str, timeout: float | None, idle: float | None = None) -> Any:
     from twisted.internet import reactor
     from twisted.internet.endpoints import clientFromString
 
     try:
-        return clientFromString(reactor, _with_timeout(description, timeout))
+        return clientFromString(reactor, _with_timeout(description, timeout, idle))
     except (ValueError, TypeError, KeyError, OSError) as exc:
         raise _one_line(option, description, exc) from None
 
@@ -220,7 +237,9 @@ class _ProxyFactory(Factory):
 class ProxyOptions(usage.Options):
     """``twistd twistls proxy``."""
 
-    synopsis = "--listen SERVER-ENDPOINT --connect CLIENT-ENDPOINT [--handshake-timeout SECONDS]"
+    synopsis = (
+        "--listen SERVER-ENDPOINT --connect CLIENT-ENDPOINT [--handshake-timeout SECONDS] [--idle-timeout SECONDS]"
+    )
     longdesc = (
         "Forward every connection accepted on --listen to --connect, both ways, "
         "with flow control. TLS termination: --listen twistls:8443:certificate=server.pem "
@@ -235,15 +254,16 @@ class ProxyOptions(usage.Options):
         ["connect", "c", None, "Client endpoint string of the backend (required), "
          "e.g. tcp:127.0.0.1:8080 or twistls:host=backend.example:port=443:caFile=ca.pem."],
         ["handshake-timeout", "t", None, _TIMEOUT_HELP, _positive_seconds],
+        ["idle-timeout", None, None, _IDLE_HELP, _positive_idle_seconds],
     ]
 
     def postOptions(self) -> None:
         for name in ("listen", "connect"):
             if not self[name]:
                 raise usage.UsageError(f"proxy needs --{name} (see --help)")
-        timeout = self["handshake-timeout"]
-        self["listen-endpoint"] = _server_endpoint("--listen", self["listen"], timeout)
-        self["connect-endpoint"] = _client_endpoint("--connect", self["connect"], timeout)
+        timeout, idle = self["handshake-timeout"], self["idle-timeout"]
+        self["listen-endpoint"] = _server_endpoint("--listen", self["listen"], timeout, idle)
+        self["connect-endpoint"] = _client_endpoint("--connect", self["connect"], timeout, idle)
 
 
 # -- echo ---------------------------------------------------------------------------
@@ -287,7 +307,7 @@ class EchoOptions(usage.Options):
 
     synopsis = (
         "[--listen SERVER-ENDPOINT | --certificate FILE [--private-key FILE] [--port N] [--interface ADDR]] "
-        "[--starttls-port N] [--client-ca FILE] [--handshake-timeout SECONDS]"
+        "[--starttls-port N] [--client-ca FILE] [--handshake-timeout SECONDS] [--idle-timeout SECONDS]"
     )
     longdesc = (
         "A TLS echo server for testing clients. Everything a client sends after the "
@@ -308,12 +328,13 @@ class EchoOptions(usage.Options):
         ["client-ca", None, None, "Require client certificates issued by the CAs in this PEM file "
          "[default: no client certificates]."],
         ["handshake-timeout", "t", None, _TIMEOUT_HELP, _positive_seconds],
+        ["idle-timeout", None, None, _IDLE_HELP, _positive_idle_seconds],
     ]
 
     def postOptions(self) -> None:
         from twistls.errors import ConfigurationError
 
-        timeout = self["handshake-timeout"]
+        timeout, idle = self["handshake-timeout"], self["idle-timeout"]
         context_factory = None
         if self["certificate"]:
             from twistls.context import ServerContextFactory
@@ -330,13 +351,13 @@ class EchoOptions(usage.Options):
         elif self["private-key"] or self["client-ca"]:
             raise usage.UsageError("--private-key and --client-ca need --certificate")
         if self["listen"]:
-            endpoint = _server_endpoint("--listen", self["listen"], timeout)
+            endpoint = _server_endpoint("--listen", self["listen"], timeout, idle)
         else:
             if context_factory is None:
                 raise usage.UsageError("echo needs --certificate (or --listen twistls:PORT:certificate=FILE)")
             if not 0 <= self["port"] <= 65535:
                 raise usage.UsageError(f"--port {self['port']} is not a TCP port")
-            endpoint = _tls_endpoint(context_factory, self["port"], self["interface"])
+            endpoint = _tls_endpoint(context_factory, self["port"], self["interface"], idle)
         if context_factory is None:
             context_factory = getattr(endpoint, "context_factory", None)
         self["listen-endpoint"] = endpoint
@@ -350,10 +371,10 @@ class EchoOptions(usage.Options):
         self["context-factory"] = context_factory
 
 
-def _tls_endpoint(context_factory: Any, port: int, interface: str) -> Any:
+def _tls_endpoint(context_factory: Any, port: int, interface: str, idle: float | None = None) -> Any:
     from twistls.endpoints import wrap_server_tls
 
-    return wrap_server_tls(context_factory, _plain_endpoint(port, interface))
+    return wrap_server_tls(context_factory, _plain_endpoint(port, interface), idle_timeout=idle)
 
 
 def _plain_endpoint(port: int, interface: str) -> Any:
@@ -437,6 +458,6 @@ def makeService(options: Options) -> service.MultiService:
         if sub["starttls-endpoint"] is not None:
             plain = Factory.forProtocol(_StartTLSEcho)
             plain.context_factory = sub["context-factory"]  # type: ignore[attr-defined]
-            wrapping = TLSWrappingFactory(plain, None, start_tls=True)
+            wrapping = TLSWrappingFactory(plain, None, start_tls=True, idle_timeout=sub["idle-timeout"])
             StreamServerEndpointService(sub["starttls-endpoint"], wrapping).setServiceParent(top)
     return top
