@@ -122,8 +122,33 @@ def _default_clock() -> IReactorTime:
     return reactor
 
 
+class _TLSEndpoint:
+    """What both endpoint roles share: the per-connection wrapper settings."""
+
+    context_factory: Any
+
+    def __init__(
+        self, *, clock: IReactorTime | None, allow_truncation: bool, idle_timeout: float | None
+    ) -> None:
+        self._clock = clock
+        self._allow_truncation = allow_truncation
+        self._idle_timeout = idle_timeout
+
+    def _wrapping(self, protocolFactory: Any) -> Any:
+        """The :class:`~twistls.protocol.TLSWrappingFactory` around ``protocolFactory``."""
+        from twistls.protocol import TLSWrappingFactory
+
+        return TLSWrappingFactory(
+            protocolFactory,
+            self.context_factory,
+            clock=self._clock or _default_clock(),
+            allow_truncation=self._allow_truncation,
+            idle_timeout=self._idle_timeout,
+        )
+
+
 @implementer(IStreamClientEndpoint)
-class TLSClientEndpoint:
+class TLSClientEndpoint(_TLSEndpoint):
     """A client endpoint whose connections speak TLS; made by :func:`wrap_client_tls`.
 
     Attributes:
@@ -145,12 +170,10 @@ class TLSClientEndpoint:
         allow_truncation: bool = False,
         idle_timeout: float | None = None,
     ) -> None:
+        super().__init__(clock=clock, allow_truncation=allow_truncation, idle_timeout=idle_timeout)
         self.hostname = hostname
         self.context_factory = context_factory
         self.wrapped_endpoint = wrapped_endpoint
-        self._clock = clock
-        self._allow_truncation = allow_truncation
-        self._idle_timeout = idle_timeout
 
     def connect(self, protocolFactory: Any) -> Deferred[Any]:
         """Connect, handshake and verify.
@@ -162,15 +185,7 @@ class TLSClientEndpoint:
             error of the wrapped endpoint).  Cancelling it aborts the
             connection attempt.
         """
-        from twistls.protocol import TLSWrappingFactory
-
-        wrapping = TLSWrappingFactory(
-            protocolFactory,
-            self.context_factory,
-            clock=self._clock or _default_clock(),
-            allow_truncation=self._allow_truncation,
-            idle_timeout=self._idle_timeout,
-        )
+        wrapping = self._wrapping(protocolFactory)
         wrapper: list[TLSProtocolWrapper] = []
         inner: Deferred[Any]
 
@@ -201,7 +216,7 @@ class TLSClientEndpoint:
 
 
 @implementer(IStreamServerEndpoint)
-class TLSServerEndpoint:
+class TLSServerEndpoint(_TLSEndpoint):
     """A server endpoint whose connections speak TLS; made by :func:`wrap_server_tls`.
 
     Attributes:
@@ -220,24 +235,14 @@ class TLSServerEndpoint:
         allow_truncation: bool = False,
         idle_timeout: float | None = None,
     ) -> None:
+        super().__init__(clock=clock, allow_truncation=allow_truncation, idle_timeout=idle_timeout)
         self.context_factory = context_factory
         self.wrapped_endpoint = wrapped_endpoint
-        self._clock = clock
-        self._allow_truncation = allow_truncation
-        self._idle_timeout = idle_timeout
 
     def listen(self, protocolFactory: Any) -> Deferred[Any]:
         """Listen; every accepted connection handshakes before the protocol
         sees a byte.  Returns the wrapped endpoint's Deferred (an ``IListeningPort``)."""
-        from twistls.protocol import TLSWrappingFactory
-
-        wrapping = TLSWrappingFactory(
-            protocolFactory,
-            self.context_factory,
-            clock=self._clock or _default_clock(),
-            allow_truncation=self._allow_truncation,
-            idle_timeout=self._idle_timeout,
-        )
+        wrapping = self._wrapping(protocolFactory)
         return self.wrapped_endpoint.listen(wrapping)
 
 
