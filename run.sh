@@ -20,6 +20,16 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 [ -d /etc/ssl/certs ] && ls /etc/ssl/certs/*.pem >/dev/null 2>&1 || need_apt+=(ca-certificates)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# A Debian-packaged Python needs its headers (M2Crypto compiles against them)
+# and ensurepip (for venv); pyenv and python.org builds ship both.
+for cand in "${PYTHON:-}" python3.11 python3; do
+  if [ -n "$cand" ] && command -v "$cand" >/dev/null 2>&1; then
+    inc=$("$cand" -c "import sysconfig; print(sysconfig.get_paths()['include'])" 2>/dev/null || true)
+    [ -n "$inc" ] && [ -f "$inc/Python.h" ] || need_apt+=(python3-dev)
+    "$cand" -c "import ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
+    break
+  fi
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "run.sh: installing ${need_apt[*]} with apt-get" >&2
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
