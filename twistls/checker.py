@@ -119,6 +119,10 @@ def _b64(text: str) -> bytes | None:
         return None
 
 
+#: How many accepted chains a Checker remembers (see :meth:`Checker.check`).
+_ACCEPTED_MAX = 128
+
+
 @dataclass(frozen=True)
 class Checker:
     """Checks a peer certificate chain against the expected identity.
@@ -145,6 +149,9 @@ class Checker:
     allow_common_name: bool = False
     pins: Sequence[str] = field(default=())
     purpose: str | None = None
+    _accepted: dict[tuple[tuple[bytes, ...], tuple[bytes, ...] | None], bool] = field(
+        init=False, repr=False, compare=False, hash=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         if self.hostname is not None and not self.hostname.strip():
@@ -174,7 +181,26 @@ class Checker:
                 does not allow :attr:`purpose`.
             PinMismatchError: no certificate in the chain has a pinned key.
             NoPeerCertificateError: the chain is empty.
+
+        The verdict depends on nothing but the chains and this Checker's
+        fields (no clock, no I/O), so a :class:`Checker` (not a subclass)
+        remembers the last :data:`_ACCEPTED_MAX` chains it accepted and
+        accepts them again without parsing: repeat connections to the same
+        server skip the certificate parsing and name matching.
         """
+        key = None
+        if type(self) is Checker and chain_der:
+            key = (tuple(chain_der), tuple(verified_chain) if verified_chain else None)
+            if key in self._accepted:
+                return
+        self._check(chain_der, verified_chain)
+        if key is not None:
+            accepted = self._accepted
+            if len(accepted) >= _ACCEPTED_MAX:
+                del accepted[next(iter(accepted))]
+            accepted[key] = True
+
+    def _check(self, chain_der: Sequence[bytes], verified_chain: Sequence[bytes] | None) -> None:
         if not chain_der:
             raise NoPeerCertificateError(
                 "the peer sent no certificate", verify_message="no peer certificate", depth=0
