@@ -351,3 +351,48 @@ class PinTests(SynchronousTestCase):
         self.assertEqual(self.digest, self.digest.lower())
         self.assertEqual(spki_sha256(self.leaf), self.digest)
         self.assertNotEqual(spki_sha256(self.other), self.digest)
+
+
+class AcceptedChainMemoryTests(SynchronousTestCase):
+    """Checker.check remembers accepted chains, never rejected ones, within a bound."""
+
+    def test_accepted_chain_is_remembered_rejected_is_not(self) -> None:
+        good = _cert("x", "DNS:good.example")
+        checker = Checker("good.example")
+        checker.check([good])
+        self.assertEqual(len(checker._accepted), 1)
+        checker.check([bytes(good)])  # equal bytes, new object: remembered
+        self.assertEqual(len(checker._accepted), 1)
+        bad = _cert("x", "DNS:other.example")
+        for _ in range(2):  # rejected every time, with the full error
+            with self.assertRaises(HostnameMismatchError):
+                checker.check([bad])
+        self.assertEqual(len(checker._accepted), 1)
+
+    def test_same_chain_other_checker_is_checked_afresh(self) -> None:
+        good = _cert("x", "DNS:good.example")
+        Checker("good.example").check([good])
+        with self.assertRaises(HostnameMismatchError):
+            Checker("other.example").check([good])
+
+    def test_bounded(self) -> None:
+        from twistls import checker as checker_module
+
+        checker = Checker(None)
+        for i in range(checker_module._ACCEPTED_MAX + 20):
+            checker.check([b"not parsed without a hostname %d" % i])
+        self.assertEqual(len(checker._accepted), checker_module._ACCEPTED_MAX)
+
+    def test_subclasses_are_not_remembered(self) -> None:
+        calls = []
+
+        class Counting(Checker):
+            def check_hostname(self, cert: x509.Certificate) -> None:
+                calls.append(cert)
+                super().check_hostname(cert)
+
+        good = _cert("x", "DNS:good.example")
+        checker = Counting("good.example")
+        checker.check([good])
+        checker.check([good])
+        self.assertEqual(len(calls), 2)

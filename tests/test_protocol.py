@@ -352,6 +352,31 @@ class StartTLSTests(SynchronousTestCase):
         self.assertFalse(ISSLTransport.providedBy(conn.client_wrapper))
         self.assertFalse(conn.client_wrapper.tls_started)
 
+    def test_declarations_follow_the_transport_and_keep_what_was_added(self) -> None:
+        """The wrapper provides what its transport provides (shared, cached declarations); an
+        interface added to one wrapper before STARTTLS survives it and is not shared by others."""
+        from zope.interface import Interface, alsoProvides
+
+        class IExtra(Interface):
+            pass
+
+        from twisted.internet.interfaces import ITransport
+
+        first = Connection(Recorder(), Recorder(), client_kw={"start_tls": True}, server_kw={"start_tls": True})
+        second = Connection(Recorder(), Recorder(), client_kw={"start_tls": True}, server_kw={"start_tls": True})
+        self.assertTrue(ITransport.providedBy(first.client_wrapper))
+        alsoProvides(first.client_wrapper, IExtra)
+        for conn in (first, second):
+            conn.client_wrapper.startTLS(_client_cf())
+            conn.server_wrapper.startTLS(_server_cf())
+            conn.pump.flush()
+            self.assertTrue(ISSLTransport.providedBy(conn.client_wrapper))
+            self.assertTrue(ITransport.providedBy(conn.client_wrapper))
+        self.assertTrue(IExtra.providedBy(first.client_wrapper))
+        self.assertFalse(IExtra.providedBy(second.client_wrapper))
+        self.assertFalse(ISSLTransport.providedBy(Connection(Recorder(), Recorder(), client_kw={"start_tls": True},
+                                                             server_kw={"start_tls": True}).client_wrapper))
+
     def test_starttls_twice(self) -> None:
         """Calling startTLS a second time raises EngineStateError."""
         conn, client, server = self._connect()
