@@ -765,7 +765,8 @@ def _classify(text: str, reasons: list[str]) -> TLSError:
         return ProtocolViolationError(f"the peer broke the TLS protocol ({text})", openssl_errors=reasons)
     if any(v in lowered for v in _VERSION_REASONS):
         return ProtocolVersionError(f"no TLS protocol version in common with the peer ({text})", openssl_errors=reasons)
-    for marker in ("sslv3 alert ", "tlsv1 alert ", "tlsv13 alert "):
+    # OpenSSL 3.2+ spells the SSLv3-era alerts "ssl/tls alert ..." (3.0: "sslv3 alert ...").
+    for marker in ("ssl/tls alert ", "sslv3 alert ", "tlsv1 alert ", "tlsv13 alert "):
         if marker in lowered:
             alert = lowered.split(marker, 1)[1].split(";")[0].strip()
             hint = ": it requires a client certificate and none was sent" if alert == "certificate required" else ""
