@@ -287,11 +287,71 @@ class ProtocolControlEngineTests(SynchronousTestCase):
         self.assertEqual(pair.client.info().group, "P-256")
         self.assertEqual(pair.server.info().group, "P-256")
 
-    def test_default_group_is_x25519(self):
-        """Defaults on both sides agree on X25519."""
+    @staticmethod
+    def _libssl_has_mlkem() -> bool:
+        from twistls import _openssl
+        from twistls._engine import ContextHandle
+
+        scratch = ContextHandle()
+        try:
+            _openssl.set_groups(scratch.address, "X25519MLKEM768")
+            return True
+        except ValueError:
+            return False
+        finally:
+            _openssl.ERR_clear_error()
+            scratch.free()
+
+    def test_default_group_is_hybrid_where_available(self):
+        """Defaults on both sides agree on X25519MLKEM768 where the libssl has ML-KEM (OpenSSL >= 3.5), else X25519."""
+        from twistls.context import DEFAULT_GROUPS, HYBRID_GROUPS, default_groups
+
+        hybrid = self._libssl_has_mlkem()
+        self.assertEqual(default_groups(), HYBRID_GROUPS if hybrid else DEFAULT_GROUPS)
         p = pki()
         pair = handshake(ClientContextFactory("localhost", cafile=p.cafile), ServerContextFactory(p.server.cert, p.server.key))
+        expected = "X25519MLKEM768" if hybrid else "X25519"
+        self.assertEqual(pair.client.info().group, expected)
+        self.assertEqual(pair.server.info().group, expected)
+
+    def test_default_client_meets_classic_server_without_retry(self):
+        """A default client against a server with only the classic groups settles on X25519 in two client flights (key shares for both: no HelloRetryRequest)."""
+        p = pki()
+        pair = EnginePair(
+            ClientContextFactory("localhost", cafile=p.cafile).create_engine(),
+            ServerContextFactory(p.server.cert, p.server.key, groups="X25519:P-256:P-384").create_engine(),
+        )
+        pair.start()
+        flights = 0
+        for _ in range(10):
+            out = pair.client.bytes_to_send()
+            if out:
+                flights += 1
+                pair.server_events += pair.server.receive_bytes(out)
+            back = pair.server.bytes_to_send()
+            if back:
+                pair.client_events += pair.client.receive_bytes(back)
+            if not out and not back:
+                break
+        self.assertEqual([type(e) for e in pair.client_events], [HandshakeCompleted])
         self.assertEqual(pair.client.info().group, "X25519")
+        self.assertEqual(flights, 2)
+
+    def test_explicit_classic_groups_are_kept(self):
+        """groups="X25519:P-256:P-384" given explicitly is not upgraded to the hybrid default."""
+        p = pki()
+        client = ClientContextFactory("localhost", cafile=p.cafile, groups="X25519:P-256:P-384")
+        pair = handshake(client, ServerContextFactory(p.server.cert, p.server.key))
+        self.assertEqual(pair.client.info().group, "X25519")
+
+    def test_group_names_without_nid(self):
+        """Groups OpenSSL reports as TLSEXT_nid_unknown | TLS id get their IANA names."""
+        from twistls._openssl import group_name
+
+        self.assertEqual(group_name(0x1000000 | 0x11EC), "X25519MLKEM768")
+        self.assertEqual(group_name(0x1000000 | 0x001D), "X25519")
+        self.assertEqual(group_name(1034), "X25519")
+        self.assertIsNone(group_name(0))
 
     def test_disjoint_groups_fail(self):
         """No group in common fails the handshake on both sides."""
@@ -332,7 +392,7 @@ class ConnectionInfoTests(SynchronousTestCase):
         self.assertEqual(info["version"], "TLSv1.3")
         self.assertEqual(info["alpn_protocol"], "h2")
         self.assertEqual(info["server_name"], "localhost")
-        self.assertEqual(info["group"], "X25519")
+        self.assertIn(info["group"], ("X25519", "X25519MLKEM768"))  # the latter where the libssl has ML-KEM
         self.assertIs(info["session_reused"], False)
         self.assertTrue(info["verified"])
         self.assertEqual(info["verify_message"], "ok")

@@ -662,13 +662,18 @@ def load_crls(ctx: int, paths: list[str], check_all: bool) -> int:
 OBJ_nid2sn = _fn(libcrypto, "OBJ_nid2sn", c_char_p, c_int)
 #: NIDs of the groups twistls offers, named the way ``groups=`` names them.
 GROUP_NAMES = {1034: "X25519", 1035: "X448", 415: "P-256", 715: "P-384", 716: "P-521"}
+#: Groups without a NID (OpenSSL reports TLSEXT_nid_unknown | the TLS group id).
+TLS_GROUP_NAMES = {
+    0x0017: "P-256", 0x0018: "P-384", 0x0019: "P-521", 0x001D: "X25519", 0x001E: "X448",
+    0x11EB: "SecP256r1MLKEM768", 0x11EC: "X25519MLKEM768", 0x11ED: "SecP384r1MLKEM1024",
+}
 
 
 def group_name(nid: int) -> str | None:
     """A readable name for a negotiated group NID (``None`` for 0)."""
     if not nid:
         return None
-    name = GROUP_NAMES.get(nid & 0xFFFF if nid & 0x1000000 else nid)
+    name = TLS_GROUP_NAMES.get(nid & 0xFFFF) if nid & 0x1000000 else GROUP_NAMES.get(nid)
     if name is None:
         sn = OBJ_nid2sn(nid)
         name = sn.decode("ascii", "replace") if sn else f"group {nid:#x}"

@@ -7,7 +7,8 @@ connection.  They are what :class:`twistls.protocol.TLSWrappingFactory`, the
 endpoints and ``transport.startTLS(...)`` take.
 
 Defaults, for both roles: TLS 1.2 minimum (1.3 preferred), TLS 1.2 ciphers
-ECDHE with AEAD only, key exchange X25519/P-256/P-384, OpenSSL security
+ECDHE with AEAD only, key exchange X25519/P-256/P-384 (led by the hybrid
+post-quantum X25519MLKEM768 where the libssl has it), OpenSSL security
 level 2, no compression, no renegotiation, extended master secret required,
 ``SSL_OP_IGNORE_UNEXPECTED_EOF`` off (so truncation is detected).
 
@@ -51,6 +52,8 @@ __all__ = [
     "DEFAULT_CIPHERS",
     "DEFAULT_CIPHERSUITES",
     "DEFAULT_GROUPS",
+    "HYBRID_GROUPS",
+    "default_groups",
     "DEFAULT_OPTIONS",
     "reload_on_sighup",
 ]
@@ -70,8 +73,14 @@ DEFAULT_CIPHERS = ":".join(
 )
 #: TLS 1.3 ciphersuites.
 DEFAULT_CIPHERSUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
-#: Key-exchange groups, most preferred first.
+#: Key-exchange groups, most preferred first: the classic list, used as the
+#: default where the libssl has no ML-KEM (OpenSSL < 3.5).
 DEFAULT_GROUPS = "X25519:P-256:P-384"
+#: The default where the libssl has ML-KEM (OpenSSL >= 3.5): the hybrid
+#: post-quantum X25519MLKEM768 first (a server picks it whenever a client
+#: offers it), then the classic list; clients send key shares for both
+#: X25519MLKEM768 and X25519, so a classic-only server costs no extra round trip.
+HYBRID_GROUPS = "*X25519MLKEM768/*X25519:P-256:P-384"
 #: The exact ``SSL_OP_*`` bits of a default client context (servers add
 #: ``SSL_OP_CIPHER_SERVER_PREFERENCE``).
 DEFAULT_OPTIONS = _ossl.OP_NO_COMPRESSION | _ossl.OP_NO_RENEGOTIATION | _ossl.OP_ENABLE_MIDDLEBOX_COMPAT
@@ -88,8 +97,31 @@ class _Protocol:
     maximum_version: str | None = None
     ciphers: str = DEFAULT_CIPHERS
     ciphersuites: str = DEFAULT_CIPHERSUITES
-    groups: str = DEFAULT_GROUPS
+    groups: str | None = None  # None: default_groups()
     security_level: int = DEFAULT_SECURITY_LEVEL
+
+
+_default_groups: list[str] = []
+
+
+def default_groups() -> str:
+    """The key-exchange groups a context gets when ``groups`` is not given:
+    :data:`HYBRID_GROUPS` if the loaded libssl accepts them (OpenSSL >= 3.5),
+    else :data:`DEFAULT_GROUPS`.
+
+    .. versionadded:: 0.2
+    """
+    if not _default_groups:
+        scratch = ContextHandle()
+        try:
+            _ossl.set_groups(scratch.address, HYBRID_GROUPS)
+            _default_groups.append(HYBRID_GROUPS)
+        except ValueError:
+            _default_groups.append(DEFAULT_GROUPS)
+        finally:
+            _ossl.ERR_clear_error()
+            scratch.free()
+    return _default_groups[0]
 
 
 def _require_file(path: str | os.PathLike[str], what: str) -> str:
@@ -120,7 +152,7 @@ def _build(protocol: _Protocol, *, server: bool) -> ContextHandle:
         raise ConfigurationError(
             f"minimum_version {protocol.minimum_version!r} is above maximum_version {protocol.maximum_version!r}"
         )
-    if protocol.groups != DEFAULT_GROUPS or protocol.ciphersuites != DEFAULT_CIPHERSUITES:
+    if protocol.groups is not None or protocol.ciphersuites != DEFAULT_CIPHERSUITES:
         # OpenSSL skips unknown TLS 1.3 ciphersuites silently when one other is known.
         unknown = _name_rejected(protocol)
         if unknown:
@@ -134,7 +166,7 @@ def _build(protocol: _Protocol, *, server: bool) -> ContextHandle:
         _ossl.set_min_max_version(ctx, protocol.minimum_version, protocol.maximum_version)
         _ossl.set_cipher_list(ctx, protocol.ciphers)
         _ossl.set_ciphersuites(ctx, protocol.ciphersuites)
-        _ossl.set_groups(ctx, protocol.groups)
+        _ossl.set_groups(ctx, protocol.groups if protocol.groups is not None else default_groups())
     except ValueError as exc:
         handle.free()
         raise ConfigurationError(str(exc) + _name_rejected(protocol)) from None
@@ -152,10 +184,10 @@ def _name_rejected(protocol: _Protocol) -> str:
     scratch = ContextHandle()
     try:
         for setting, value, setter in (
-            ("groups", protocol.groups, _ossl.set_groups),
+            ("groups", protocol.groups or "", _ossl.set_groups),
             ("ciphersuites", protocol.ciphersuites, _ossl.set_ciphersuites),
         ):
-            for item in value.split(":"):
+            for item in value.split(":") if value else ():
                 try:
                     setter(scratch.address, item)
                 except ValueError:
@@ -492,7 +524,11 @@ class ClientContextFactory(_ContextFactory):
         minimum_version, maximum_version: ``"TLSv1.2"`` or ``"TLSv1.3"``.
         ciphers: TLS 1.2 OpenSSL cipher string.
         ciphersuites: TLS 1.3 ciphersuites.
-        groups: key-exchange groups.
+        groups: key-exchange groups, most preferred first, in OpenSSL's
+            syntax (``"X25519:P-256"``).  Default (``None``):
+            :func:`default_groups`: the hybrid post-quantum X25519MLKEM768
+            first where the libssl has it (OpenSSL >= 3.5), then X25519,
+            P-256, P-384.
         handshake_timeout: seconds before a stalled handshake is abandoned
             (``None``: never).
         profile: Mozilla's server-side TLS profile: ``"intermediate"``
@@ -537,7 +573,7 @@ class ClientContextFactory(_ContextFactory):
         maximum_version: str | None = None,
         ciphers: str = DEFAULT_CIPHERS,
         ciphersuites: str = DEFAULT_CIPHERSUITES,
-        groups: str = DEFAULT_GROUPS,
+        groups: str | None = None,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         profile: str = "intermediate",
         insecure_skip_verify: bool = False,
@@ -726,7 +762,7 @@ class ServerContextFactory(_ContextFactory):
         maximum_version: str | None = None,
         ciphers: str = DEFAULT_CIPHERS,
         ciphersuites: str = DEFAULT_CIPHERSUITES,
-        groups: str = DEFAULT_GROUPS,
+        groups: str | None = None,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         profile: str = "intermediate",
         alpn_protocols: Sequence[str | bytes] = (),
