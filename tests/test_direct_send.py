@@ -86,7 +86,7 @@ class CiphertextWriterTests(TestCase):
         self.assertEqual(b"".join(transport._tempDataBuffer), b"pulled")
 
     def test_twisted_tls_or_closing_transport_gets_twisted_path(self) -> None:
-        for state in ("TLS", "disconnecting", "_writeDisconnected"):
+        for state in ("TLS", "disconnecting", "_writeDisconnected", "_aborting"):
             transport, peer = self.connection()
             send = _ciphertext_writer(transport)
             setattr(transport, state, True)

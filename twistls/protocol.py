@@ -106,7 +106,7 @@ def _ciphertext_writer(transport: Any) -> Any:
         sock = transport.socket
         t: Any = transport
         (t.TLS, t._tempDataLen, t.offset, t.dataBuffer, t.connected, t.disconnecting, t._writeDisconnected,
-         t.producer, t.streamingProducer)
+         t._aborting, t.producer, t.streamingProducer)
     except AttributeError:
         return transport.write
 
@@ -118,6 +118,7 @@ def _ciphertext_writer(transport: Any) -> Any:
             or not t.connected
             or t.disconnecting
             or t._writeDisconnected
+            or t._aborting  # abortConnection: Twisted drops what is queued; so must we
             or (t.producer is not None and not t.streamingProducer)  # pulled: resumed from Twisted's doWrite
         ):
             t.write(data)
