@@ -40,6 +40,9 @@ sys.path.insert(0, HERE)
 import _certs  # noqa: E402
 
 SUITE = "TLS_AES_128_GCM_SHA256"
+#: The same key exchange on every stack: pyOpenSSL's bundled OpenSSL (and twistls on
+#: OpenSSL >= 3.5) would otherwise pick the heavier hybrid X25519MLKEM768.
+GROUPS = "X25519:P-256:P-384"
 CHUNK = 1 << 16
 SMALL_COUNT = 100_000
 SMALL_SIZE = 16
@@ -67,6 +70,14 @@ def bytes_acked(sock: socket.socket) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def _pyopenssl_groups(context) -> None:
+    """GROUPS on a pyOpenSSL Context (it has no setter of its own)."""
+    from OpenSSL._util import lib
+
+    if lib.SSL_CTX_set1_curves_list(context._context, GROUPS.encode()) != 1:
+        raise SystemExit(f"pyOpenSSL's libssl refused the groups {GROUPS}")
+
+
 def twisted_stack(args: argparse.Namespace) -> None:
     from twisted.internet import reactor
     from twisted.internet.interfaces import IHandshakeListener
@@ -83,7 +94,7 @@ def twisted_stack(args: argparse.Namespace) -> None:
         if stack == "twistls":
             from twistls import ServerContextFactory, TLSWrappingFactory
 
-            return TLSWrappingFactory(factory, ServerContextFactory(cert, key, ciphersuites=SUITE))
+            return TLSWrappingFactory(factory, ServerContextFactory(cert, key, ciphersuites=SUITE, groups=GROUPS))
         if stack == "twisted":
             from twisted.internet import ssl
             from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -91,6 +102,7 @@ def twisted_stack(args: argparse.Namespace) -> None:
             with open(cert, "rb") as c, open(key, "rb") as k:
                 options = ssl.PrivateCertificate.loadPEM(c.read() + k.read()).options()
             options.getContext().set_tls13_ciphersuites(SUITE.encode())
+            _pyopenssl_groups(options.getContext())
             return TLSMemoryBIOFactory(options, False, factory)
         raise SystemExit(f"unknown stack {stack}")
 
@@ -105,7 +117,7 @@ def twisted_stack(args: argparse.Namespace) -> None:
                 # Full handshakes unless the resumption test: no client session cache.
                 cache = 32 if args.test == "resume" else 0
                 cf = client_connect.cf = ClientContextFactory(
-                    "localhost", cafile=ca, ciphersuites=SUITE, session_cache_size=cache
+                    "localhost", cafile=ca, ciphersuites=SUITE, groups=GROUPS, session_cache_size=cache
                 )
             return reactor.connectTCP("127.0.0.1", args.port, TLSWrappingFactory(factory, cf))
         if stack == "twisted":
@@ -117,6 +129,7 @@ def twisted_stack(args: argparse.Namespace) -> None:
                 with open(ca, "rb") as f:
                     opts = ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate.loadPEM(f.read()))
                 opts._createConnection.__self__.getContext().set_tls13_ciphersuites(SUITE.encode())
+                _pyopenssl_groups(opts._createConnection.__self__.getContext())
                 client_connect.cf = opts
             return reactor.connectTCP("127.0.0.1", args.port, TLSMemoryBIOFactory(opts, True, factory))
         raise SystemExit(f"unknown stack {stack}")
@@ -127,10 +140,14 @@ def twisted_stack(args: argparse.Namespace) -> None:
         try:
             if stack == "twistls":
                 info = transport.connection_info()
-                return f"{info.version} {info.cipher}"
+                return f"{info.version} {info.cipher} {info.group}"
             if stack == "twisted":
+                from OpenSSL._util import ffi, lib
+
                 conn = transport.getHandle()
-                return f"{conn.get_protocol_version_name()} {conn.get_cipher_name()}"
+                group = lib.SSL_get0_group_name(conn._ssl)
+                group = ffi.string(group).decode() if group != ffi.NULL else "?"
+                return f"{conn.get_protocol_version_name()} {conn.get_cipher_name()} {group}"
         except Exception as exc:  # reported, not fatal
             return f"? {exc}"
         return None

@@ -100,8 +100,8 @@ def _ciphertext_writer(transport: Any) -> Any:
     """
     from twisted.internet import tcp
 
-    if not isinstance(transport, tcp.Connection):
-        return transport.write
+    if not isinstance(transport, tcp.Connection) or getattr(transport, "_sendmsgQueue", None) is not None:
+        return transport.write  # (UNIX sockets that pass descriptors attach them to queued bytes)
     try:  # the state this relies on; a Twisted without it gets plain writes
         sock = transport.socket
         t: Any = transport
