@@ -82,6 +82,9 @@ def _read_buffer() -> tuple[memoryview, int, ctypes.c_size_t, object]:
 #: Bytes accepted after the handshake that produce no event before the peer
 #: is cut off (one record is at most 18.5 KiB; a KeyUpdate is 27 bytes).
 _MAX_UNPRODUCTIVE = 1 << 16
+#: A read or write bigger than this leaves the memory BIOs holding that much
+#: capacity (they never shrink): see TLSEngine.release_buffers.
+_BIG_IO = 1 << 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +293,8 @@ class TLSEngine:
         #: Whether the connection failed (a plain attribute: the wrapper reads it on every write).
         self.failed = False
         self._renew_bios = False
+        #: Reads and writes over 32 KiB since the memory BIOs were last renewed.
+        self.big_io = 0
         # The Checker runs inside a verifying client's handshake (so that a
         # rejection sends the peer an alert); resumed sessions, and engines
         # where that did not happen, are checked once the handshake is done.
@@ -335,6 +340,8 @@ class TLSEngine:
         events: list[Event] = []
         if data:
             m2.bio_write(self._rbio, data)
+            if len(data) > _BIG_IO:
+                self.big_io += 1
         else:
             self._eof = True
             m2.bio_set_mem_eof_return(self._rbio, 0)
@@ -388,16 +395,36 @@ class TLSEngine:
         if not pending:
             return b""
         data = m2.bio_read(self._wbio, pending)
+        if pending > _BIG_IO:
+            self.big_io += 1
         if self._renew_bios and self._state == self._ESTABLISHED:
             self._fresh_bios()
         return data if data is not None else b""
 
-    def _fresh_bios(self) -> None:
+    def release_buffers(self) -> bool:
+        """Give back the memory BIOs' capacity.
+
+        A memory BIO keeps the capacity of the most it ever held, so a
+        connection that moved a burst of data and then went idle would hold
+        hundreds of KiB.  When :attr:`big_io` is non-zero and both BIOs are
+        empty, this swaps in empty ones (OpenSSL's own record buffers are
+        already released when idle: ``SSL_MODE_RELEASE_BUFFERS``).  The
+        wrapper calls it once a connection has seen no big read or write for
+        a while.  Returns whether it did.
+        """
+        if not self.big_io or self._state != self._ESTABLISHED or not self._finalizer.alive:
+            return False
+        if not self._fresh_bios():
+            return False
+        self.big_io = 0
+        return True
+
+    def _fresh_bios(self) -> bool:
         # A memory BIO keeps the capacity of the largest flight it held (the
         # handshake with its certificate chain): once both are drained after
         # the handshake, idle connections get empty ones (~2-3 KiB each less).
         if self._eof or m2.bio_ctrl_pending(self._rbio) or m2.bio_ctrl_pending(self._wbio):
-            return
+            return False
         self._renew_bios = False
         rbio = m2.bio_new(m2.bio_s_mem())
         wbio = m2.bio_new(m2.bio_s_mem())
@@ -405,6 +432,7 @@ class TLSEngine:
         m2.bio_set_mem_eof_return(wbio, -1)
         m2.ssl_set_bio(self._ssl, rbio, wbio)  # frees the old pair
         self._rbio, self._wbio = rbio, wbio
+        return True
 
     def close(self) -> None:
         """Send close_notify after any buffered plaintext (also in answer to the

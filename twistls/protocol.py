@@ -133,6 +133,10 @@ def _ciphertext_writer(transport: Any) -> Any:
     return send
 
 
+#: Seconds without a read or write over 32 KiB before a connection gives its
+#: memory BIOs' capacity back (TLSEngine.release_buffers).
+_RELEASE_DELAY = 2.0
+
 #: (wrapper class, transport class) -> the wrapper's instance declarations
 #: (class + transport's interfaces, and the same + ISSLTransport + INegotiated).
 #: zope computes them in ~50 us; made once, they cost a dict look-up.
@@ -256,6 +260,8 @@ class TLSProtocolWrapper(ProtocolWrapper):
         self._throttle: _ReadThrottle | None = None
         self._read_holds: set[str] = set()
         self._idle_call: Any = None
+        self._release_call: Any = None
+        self._release_seen = 0
         self._last_activity = 0.0
         self._shutdown_pending = False
         self._lost = False
@@ -444,6 +450,8 @@ class TLSProtocolWrapper(ProtocolWrapper):
                     self.transport.write(out)
                 else:
                     self._send_ciphertext(out)
+                if engine.big_io and self._release_call is None:
+                    self._schedule_release(engine)
 
     def loseConnection(self) -> None:
         if self.disconnecting or self._lost:
@@ -621,6 +629,8 @@ class TLSProtocolWrapper(ProtocolWrapper):
                 self.transport.write(out)
             else:
                 self._send_ciphertext(out)
+        if engine.big_io and self._release_call is None:
+            self._schedule_release(engine)
         if events:
             # What the protocol writes in answer goes out when it returns (the
             # end of this reactor turn for it), not one reactor iteration later.
@@ -692,6 +702,20 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if not self._lost:
             self._close_transport()
 
+    def _schedule_release(self, engine: TLSEngine) -> None:
+        self._release_seen = engine.big_io
+        self._release_call = self._clock.callLater(_RELEASE_DELAY, self._release_buffers)
+
+    def _release_buffers(self) -> None:
+        """Give the engine's memory BIOs back once no big read or write came
+        for _RELEASE_DELAY seconds; look again later while they keep coming."""
+        self._release_call = None
+        engine = self._engine
+        if engine is None or self._lost or self.disconnecting or engine.failed or not engine.big_io:
+            return
+        if engine.big_io != self._release_seen or not engine.release_buffers():
+            self._schedule_release(engine)
+
     def _idle_check(self) -> None:
         self._idle_call = None
         if self._lost or self.disconnecting:
@@ -745,7 +769,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
         flush, self._writes.call = self._writes.call, None
         if flush is not None and flush.active():
             flush.cancel()
-        for attr in ("_close_call", "_idle_call"):
+        for attr in ("_close_call", "_idle_call", "_release_call"):
             call = getattr(self, attr)
             setattr(self, attr, None)
             if call is not None and call.active():
