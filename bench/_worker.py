@@ -71,10 +71,15 @@ def bytes_acked(sock: socket.socket) -> int:
 
 
 def _pyopenssl_groups(context) -> None:
-    """GROUPS on a pyOpenSSL Context (it has no setter of its own)."""
-    from OpenSSL._util import lib
+    """GROUPS on a pyOpenSSL Context (it has no setter of its own).  Where its
+    bindings lack the call, the stack keeps its default (the reported group shows it)."""
+    try:
+        from OpenSSL._util import lib
 
-    if lib.SSL_CTX_set1_curves_list(context._context, GROUPS.encode()) != 1:
+        setter = lib.SSL_CTX_set1_curves_list
+    except (ImportError, AttributeError):
+        return
+    if setter(context._context, GROUPS.encode()) != 1:
         raise SystemExit(f"pyOpenSSL's libssl refused the groups {GROUPS}")
 
 
