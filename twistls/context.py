@@ -28,14 +28,16 @@ unless ``require_client_certificate=False``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import hashlib
 import logging
 import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import idna
 from cryptography import x509
@@ -101,9 +103,19 @@ class _Protocol:
     security_level: int = DEFAULT_SECURITY_LEVEL
 
 
-_default_groups: list[str] = []
+@contextlib.contextmanager
+def _scratch_context() -> Iterator[int]:
+    """An ``SSL_CTX`` address to try settings on; freed, with OpenSSL's error
+    queue cleared, on leaving."""
+    scratch = ContextHandle()
+    try:
+        yield scratch.address
+    finally:
+        _ossl.ERR_clear_error()
+        scratch.free()
 
 
+@functools.cache
 def default_groups() -> str:
     """The key-exchange groups a context gets when ``groups`` is not given:
     :data:`HYBRID_GROUPS` if the loaded libssl accepts them (OpenSSL >= 3.5),
@@ -111,17 +123,12 @@ def default_groups() -> str:
 
     .. versionadded:: 0.2
     """
-    if not _default_groups:
-        scratch = ContextHandle()
+    with _scratch_context() as ctx:
         try:
-            _ossl.set_groups(scratch.address, HYBRID_GROUPS)
-            _default_groups.append(HYBRID_GROUPS)
+            _ossl.set_groups(ctx, HYBRID_GROUPS)
         except ValueError:
-            _default_groups.append(DEFAULT_GROUPS)
-        finally:
-            _ossl.ERR_clear_error()
-            scratch.free()
-    return _default_groups[0]
+            return DEFAULT_GROUPS
+        return HYBRID_GROUPS
 
 
 def _require_file(path: str | os.PathLike[str], what: str) -> str:
@@ -181,21 +188,19 @@ def _build(protocol: _Protocol, *, server: bool) -> ContextHandle:
 
 def _name_rejected(protocol: _Protocol) -> str:
     """Which single entry of a rejected groups/ciphersuites list OpenSSL does not know."""
-    scratch = ContextHandle()
-    try:
-        for setting, value, setter in (
-            ("groups", protocol.groups or "", _ossl.set_groups),
-            ("ciphersuites", protocol.ciphersuites, _ossl.set_ciphersuites),
-        ):
-            for item in value.split(":") if value else ():
+    settings: list[tuple[str, str, Callable[[int, str], None]]] = [
+        ("ciphersuites", protocol.ciphersuites, _ossl.set_ciphersuites)
+    ]
+    if protocol.groups is not None:
+        settings.insert(0, ("groups", protocol.groups, _ossl.set_groups))
+    with _scratch_context() as ctx:
+        for setting, value, setter in settings:
+            for item in value.split(":"):
                 try:
-                    setter(scratch.address, item)
+                    setter(ctx, item)
                 except ValueError:
                     return f": {item!r} in {setting} is not one OpenSSL knows"
-        return ""
-    finally:
-        _ossl.ERR_clear_error()
-        scratch.free()
+    return ""
 
 
 def _load_trust(handle: ContextHandle, cafile: str | None, capath: str | None, *, what: str) -> None:
