@@ -441,17 +441,21 @@ class TLSProtocolWrapper(ProtocolWrapper):
         bytes before the transport is closed (close_notify, an alert); they
         go through Twisted's buffer so that Twisted sends them and closes the
         socket in the same step, leaving the peer no window to answer with a
-        reset before we close."""
+        reset before we close.  Called after every engine step that reads or
+        writes, it also schedules the buffer release after big I/O."""
         engine = self._engine
-        if engine is not None:
-            out = engine.bytes_to_send()
-            if out and not self._lost:
-                if last:
-                    self.transport.write(out)
-                else:
-                    self._send_ciphertext(out)
-                if engine.big_io and self._release_call is None:
-                    self._schedule_release(engine)
+        if engine is None:
+            return
+        out = engine.bytes_to_send()
+        if self._lost:
+            return
+        if out:
+            if last:
+                self.transport.write(out)
+            else:
+                self._send_ciphertext(out)
+        if engine.big_io and self._release_call is None:
+            self._schedule_release(engine)
 
     def loseConnection(self) -> None:
         if self.disconnecting or self._lost:
@@ -623,14 +627,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if self._idle_call is not None:
             self._last_activity = self._clock.seconds()
         events = engine.receive_bytes(data)
-        out = engine.bytes_to_send()
-        if out:
-            if engine.failed:  # an alert: the last bytes (see _send_engine_output)
-                self.transport.write(out)
-            else:
-                self._send_ciphertext(out)
-        if engine.big_io and self._release_call is None:
-            self._schedule_release(engine)
+        self._send_engine_output(last=engine.failed)  # a failure's output is its alert
         if events:
             # What the protocol writes in answer goes out when it returns (the
             # end of this reactor turn for it), not one reactor iteration later.
