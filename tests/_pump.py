@@ -17,6 +17,7 @@ class EnginePair:
         self.server_events: list[Any] = []
         self.wire_to_server = 0
         self.wire_to_client = 0
+        self.flights_to_server = 0  # pump rounds in which the client sent something
 
     def start(self) -> EnginePair:
         self.client.start()
@@ -29,6 +30,7 @@ class EnginePair:
             out = self.client.bytes_to_send()
             if out:
                 moved = True
+                self.flights_to_server += 1
                 self.wire_to_server += len(out)
                 self.server_events += self.server.receive_bytes(out)
             out = self.server.bytes_to_send()

@@ -322,20 +322,10 @@ class ProtocolControlEngineTests(SynchronousTestCase):
             ServerContextFactory(p.server.cert, p.server.key, groups="X25519:P-256:P-384").create_engine(),
         )
         pair.start()
-        flights = 0
-        for _ in range(10):
-            out = pair.client.bytes_to_send()
-            if out:
-                flights += 1
-                pair.server_events += pair.server.receive_bytes(out)
-            back = pair.server.bytes_to_send()
-            if back:
-                pair.client_events += pair.client.receive_bytes(back)
-            if not out and not back:
-                break
+        pair.pump()
         self.assertEqual([type(e) for e in pair.client_events], [HandshakeCompleted])
         self.assertEqual(pair.client.info().group, "X25519")
-        self.assertEqual(flights, 2)
+        self.assertEqual(pair.flights_to_server, 2)
 
     def test_explicit_classic_groups_are_kept(self):
         """groups="X25519:P-256:P-384" given explicitly is not upgraded to the hybrid default."""
