@@ -327,6 +327,15 @@ class ConfigurationErrorTests(SynchronousTestCase):
             self.assertConfigError(lambda: _client(minimum_version=bad), repr(bad))
             self.assertConfigError(lambda: _server(maximum_version=bad), repr(bad))
 
+    def test_tls10_tls11_refused(self) -> None:
+        """TLS 1.0 and 1.1 (which could never be negotiated: security level 2,
+        AEAD-only ciphers) are refused by name, as either bound, in both roles."""
+        for old in ("TLSv1", "TLSv1.1"):
+            self.assertConfigError(lambda: _client(minimum_version=old), f"minimum_version {old!r}")
+            self.assertConfigError(lambda: _server(minimum_version=old), "RFC 8996")
+            self.assertConfigError(lambda: _client(maximum_version=old), f"maximum_version {old!r}")
+            self.assertConfigError(lambda: _server(maximum_version=old), "TLSv1.2")
+
     def test_minimum_above_maximum(self) -> None:
         """A minimum version above the maximum is refused."""
         self.assertConfigError(lambda: _client(minimum_version="TLSv1.3", maximum_version="TLSv1.2"))

@@ -144,7 +144,8 @@ class AbuseTests(TestCase):
 
     @defer.inlineCallbacks
     def version_only_client(self, version: str):
-        cf = self.client_cf(minimum_version=version, maximum_version=version)
+        cf = self.client_cf()  # twistls refuses TLS 1.0/1.1 settings: set them on its SSL_CTX directly
+        _ossl.set_min_max_version(cf.context_address, version, version)
         _ossl.SSL_CTX_set_security_level(cf.context_address, 0)
         _ossl.set_cipher_list(cf.context_address, "DEFAULT:@SECLEVEL=0")
         client = EngineClient(cf)

@@ -152,7 +152,20 @@ def _ssl_call_failed(what: str) -> ConfigurationError:
     return ConfigurationError(f"{what}: {'; '.join(reasons) or 'OpenSSL refused it'}")
 
 
+#: Version names OpenSSL knows that twistls refuses (RFC 8996 deprecates them).
+_REFUSED_VERSIONS = ("TLSv1", "TLSv1.1")
+
+
 def _build(protocol: _Protocol, *, server: bool) -> ContextHandle:
+    for bound, name in (("minimum_version", protocol.minimum_version), ("maximum_version", protocol.maximum_version)):
+        if name in _REFUSED_VERSIONS:
+            # They could never be negotiated: security level 2 refuses them and
+            # none of the AEAD ciphers works below TLS 1.2.  Say so now, not
+            # at each handshake.
+            raise ConfigurationError(
+                f"{bound} {name!r}: TLS 1.0 and 1.1 are deprecated (RFC 8996) and twistls does not "
+                "negotiate them; use 'TLSv1.2' or 'TLSv1.3'"
+            )
     low = _ossl.VERSIONS.get(protocol.minimum_version)
     high = _ossl.VERSIONS.get(protocol.maximum_version or "", 0)
     if low is not None and high and low > high:
@@ -526,7 +539,8 @@ class ClientContextFactory(_ContextFactory):
         allow_common_name: legacy: accept a commonName match on certificates
             with no subjectAltName extension at all.
         pins: SHA-256 SPKI pins (see :class:`~twistls.checker.Checker`).
-        minimum_version, maximum_version: ``"TLSv1.2"`` or ``"TLSv1.3"``.
+        minimum_version, maximum_version: ``"TLSv1.2"`` or ``"TLSv1.3"``
+            (``"TLSv1"`` and ``"TLSv1.1"`` are a ConfigurationError).
         ciphers: TLS 1.2 OpenSSL cipher string.
         ciphersuites: TLS 1.3 ciphersuites.
         groups: key-exchange groups, most preferred first, in OpenSSL's
