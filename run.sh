@@ -78,7 +78,27 @@ case "$cmd" in
     fi
     export TWISTLS_SSLYZE_PYTHON="$audit/bin/python"
     exec "$venv/bin/python" -m pytest -q "$@" ;;
-  bench) exec "$venv/bin/python" bench/run.py "$@" ;;
+  bench)
+    # The like-for-like peer: Twisted's TLS with pyOpenSSL on the system libssl
+    # (Debian's python3-openssl/python3-cryptography, compiled against it),
+    # under the same interpreter as twistls.  Optional: without it the
+    # benchmark skips that row.
+    sysvenv="${TWISTLS_BENCH_SYSLIBSSL_VENV:-$here/.venv-syslibssl}"
+    if [ ! -x "$sysvenv/bin/python" ] || ! "$sysvenv/bin/python" -c "import OpenSSL, twisted.protocols.tls, trustme" 2>/dev/null; then
+      if command -v apt-get >/dev/null 2>&1 && [ -d /usr/lib/python3/dist-packages ]; then
+        echo "run.sh: making $sysvenv (Twisted on the system libssl, for the like-for-like row)" >&2
+        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+        { dpkg -s python3-openssl python3-cryptography >/dev/null 2>&1 \
+          || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-openssl python3-cryptography >/dev/null; } \
+          && rm -rf "$sysvenv" && "$py" -m venv "$sysvenv" \
+          && echo /usr/lib/python3/dist-packages > "$("$sysvenv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/debian-libssl.pth" \
+          && "$sysvenv/bin/python" -m pip install -q "twisted==$("$venv/bin/python" -c "import twisted; print(twisted.__version__)")" "trustme<1.2" \
+          && "$sysvenv/bin/python" -c "import OpenSSL, twisted.protocols.tls, trustme" \
+          || { echo "run.sh: could not make $sysvenv; the benchmark skips that row" >&2; rm -rf "$sysvenv"; }
+      fi
+    fi
+    export TWISTLS_BENCH_SYSLIBSSL_PYTHON="$sysvenv/bin/python"
+    exec "$venv/bin/python" bench/run.py "$@" ;;
   shell) exec "${SHELL:-bash}" ;;
   *) echo "usage: bash run.sh [demo|test|bench|shell] [args...]" >&2; exit 2 ;;
 esac

@@ -70,16 +70,20 @@ def bytes_acked(sock: socket.socket) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _pyopenssl_groups(context) -> None:
-    """GROUPS on a pyOpenSSL Context (it has no setter of its own).  Where its
-    bindings lack the call, the stack keeps its default (the reported group shows it)."""
-    try:
-        from OpenSSL._util import lib
+def _pyopenssl_pin(context) -> None:
+    """SUITE and GROUPS on a pyOpenSSL Context.  pyOpenSSL has no groups
+    setter, and older ones (Debian 12's 23.0, used by the twisted-syslibssl
+    stack) no TLS 1.3 suite setter either: the libssl call is used instead.
+    Where the bindings lack the groups call, the stack keeps its default
+    (the reported group shows it)."""
+    from OpenSSL._util import lib
 
-        setter = lib.SSL_CTX_set1_curves_list
-    except (ImportError, AttributeError):
-        return
-    if setter(context._context, GROUPS.encode()) != 1:
+    if hasattr(context, "set_tls13_ciphersuites"):
+        context.set_tls13_ciphersuites(SUITE.encode())
+    elif lib.SSL_CTX_set_ciphersuites(context._context, SUITE.encode()) != 1:
+        raise SystemExit(f"pyOpenSSL's libssl refused the suite {SUITE}")
+    setter = getattr(lib, "SSL_CTX_set1_curves_list", None)
+    if setter is not None and setter(context._context, GROUPS.encode()) != 1:
         raise SystemExit(f"pyOpenSSL's libssl refused the groups {GROUPS}")
 
 
@@ -106,8 +110,7 @@ def twisted_stack(args: argparse.Namespace) -> None:
 
             with open(cert, "rb") as c, open(key, "rb") as k:
                 options = ssl.PrivateCertificate.loadPEM(c.read() + k.read()).options()
-            options.getContext().set_tls13_ciphersuites(SUITE.encode())
-            _pyopenssl_groups(options.getContext())
+            _pyopenssl_pin(options.getContext())
             return TLSMemoryBIOFactory(options, False, factory)
         raise SystemExit(f"unknown stack {stack}")
 
@@ -133,8 +136,7 @@ def twisted_stack(args: argparse.Namespace) -> None:
             if opts is None:
                 with open(ca, "rb") as f:
                     opts = ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate.loadPEM(f.read()))
-                opts._createConnection.__self__.getContext().set_tls13_ciphersuites(SUITE.encode())
-                _pyopenssl_groups(opts._createConnection.__self__.getContext())
+                _pyopenssl_pin(opts._createConnection.__self__.getContext())
                 client_connect.cf = opts
             return reactor.connectTCP("127.0.0.1", args.port, TLSMemoryBIOFactory(opts, True, factory))
         raise SystemExit(f"unknown stack {stack}")
@@ -150,8 +152,11 @@ def twisted_stack(args: argparse.Namespace) -> None:
                 from OpenSSL._util import ffi, lib
 
                 conn = transport.getHandle()
-                group = lib.SSL_get0_group_name(conn._ssl)
-                group = ffi.string(group).decode() if group != ffi.NULL else "?"
+                if hasattr(lib, "SSL_get0_group_name"):  # OpenSSL >= 3.2 bindings
+                    name = lib.SSL_get0_group_name(conn._ssl)
+                    group = ffi.string(name).decode() if name != ffi.NULL else "?"
+                else:
+                    group = "(group not reported by these bindings)"
                 return f"{conn.get_protocol_version_name()} {conn.get_cipher_name()} {group}"
         except Exception as exc:  # reported, not fatal
             return f"? {exc}"

@@ -30,6 +30,37 @@ import _certs  # noqa: E402
 
 PY = sys.executable
 WORKER = os.path.join(HERE, "_worker.py")
+#: Twisted's own TLS again, but with pyOpenSSL on the *system* libssl (the one
+#: M2Crypto, so twistls, links): the like-for-like peer.  It runs under this
+#: interpreter, from a virtual environment that sees Debian's python3-openssl
+#: and python3-cryptography (``bash run.sh bench`` makes it: .venv-syslibssl).
+SYSLIBSSL = "twisted-syslibssl"
+SYSLIBSSL_PY = os.environ.get("TWISTLS_BENCH_SYSLIBSSL_PYTHON") or os.path.join(ROOT, ".venv-syslibssl", "bin", "python")
+
+
+def python_for(stack: str) -> str:
+    return SYSLIBSSL_PY if stack == SYSLIBSSL else PY
+
+
+def worker_stack(stack: str) -> str:
+    """The worker's name for a stack (the syslibssl peer is the twisted code path)."""
+    return "twisted" if stack == SYSLIBSSL else stack
+
+
+def syslibssl_version() -> str | None:
+    """The libssl the like-for-like peer's pyOpenSSL runs on, or None if it cannot run here."""
+    if not os.path.exists(SYSLIBSSL_PY):
+        return None
+    code = (
+        "from OpenSSL import SSL; import twisted.protocols.tls\n"
+        "v = getattr(SSL, 'OpenSSL_version', None)\n"
+        "print((v(SSL.OPENSSL_VERSION) if v else SSL.SSLeay_version(SSL.SSLEAY_VERSION)).decode())"
+    )
+    try:
+        p = subprocess.run([SYSLIBSSL_PY, "-c", code], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return p.stdout.strip() or None if p.returncode == 0 else None
 SUITE = "TLS_AES_128_GCM_SHA256"
 GROUPS = "X25519:P-256:P-384"  # the same key exchange (X25519) on every stack
 CIPHER = "aes-128-gcm"
@@ -126,7 +157,8 @@ class Env:
             os.sched_setaffinity(p.pid, {SERVER_CPU})
             wait_port(port, 10)
             return p, port
-        argv = [PY, WORKER, "server", stack, test, "--certs", self.certs, "--key", key, "--cpu", str(SERVER_CPU), *extra]
+        argv = [python_for(stack), WORKER, "server", worker_stack(stack), test, "--certs", self.certs, "--key", key,
+                "--cpu", str(SERVER_CPU), *extra]
         p = self.spawn(argv, stack)
         line = read_line(p, 30)
         if not line:
@@ -135,8 +167,8 @@ class Env:
         return p, json.loads(line)["port"]
 
     def client(self, stack: str, test: str, key: str, port: int, extra: list[str]) -> subprocess.Popen:
-        argv = [PY, WORKER, "client", stack, test, "--certs", self.certs, "--key", key, "--port", str(port),
-                "--cpu", str(CLIENT_CPU), *extra]
+        argv = [python_for(stack), WORKER, "client", worker_stack(stack), test, "--certs", self.certs, "--key", key,
+                "--port", str(port), "--cpu", str(CLIENT_CPU), *extra]
         return self.spawn(argv, stack)
 
 
@@ -532,6 +564,19 @@ def report(results: dict, stacks: list[str]) -> tuple[str, list[dict]]:
                ratio(m1.get("twistls", {}).get("server_ms"), m1.get("s_server", {}).get("server_ms")), 1.1, "<=")
     target("memory per idle connection vs Twisted TLS",
            ratio(mem.get("twistls", {}).get("kib_per_conn"), mem.get("twisted", {}).get("kib_per_conn")), 0.5, "<=")
+    # The same targets against Twisted's TLS on the same libssl as twistls (information:
+    # the targets are set against the stock peer, whatever libssl its wheel bundles).
+    if SYSLIBSSL in stacks:
+        like = f"(info, same libssl) {{}} vs {SYSLIBSSL}"
+        sy = bulk.get(SYSLIBSSL, {})
+        target(like.format("bulk throughput"), ratio(tw.get("mbps"), sy.get("mbps")), 1.5, ">=")
+        target(like.format("server CPU/GB"), ratio(tw.get("server_s_per_gb"), sy.get("server_s_per_gb")), 0.6, "<=")
+        for key in ("rsa", "ecdsa"):
+            m = hs.get(f"{key}/32", {})
+            target(like.format(f"handshakes/s x32 {key}"),
+                   ratio(m.get("twistls", {}).get("rate"), m.get(SYSLIBSSL, {}).get("rate")), 1.2, ">=")
+        target(like.format("memory per idle connection"),
+               ratio(mem.get("twistls", {}).get("kib_per_conn"), mem.get(SYSLIBSSL, {}).get("kib_per_conn")), 0.5, "<=")
     st = small.get("twistls", {})
     target("100k x 16 B writes: wire bytes / payload", st.get("wire_ratio"), 1.1, "<=")
     target("100k x 16 B writes: CPU / one 1.6 MB write", ratio(st.get("small_cpu_ms"), st.get("one_cpu_ms")), 3.0, "<=")
@@ -552,7 +597,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small smoke run (1 run, 64 MiB, short handshake runs)")
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3; 1 with --quick)")
     parser.add_argument("--only", default="bulk,hs,mem,small,startup", help="comma-separated subset of bulk,hs,mem,small,startup")
-    parser.add_argument("--stacks", default=None, help="comma-separated subset of tcp,twistls,twisted,asyncio,uvloop")
+    parser.add_argument("--stacks", default=None,
+                        help=f"comma-separated subset of tcp,twistls,twisted,{SYSLIBSSL},asyncio,uvloop")
     parser.add_argument("--profile", metavar="DIR", help="run every worker under cProfile, stats into DIR (slows it down)")
     args = parser.parse_args()
     if args.profile:
@@ -572,6 +618,12 @@ def main() -> int:
         stacks.append("uvloop")
     except ImportError:
         log("uvloop is not installed: skipping it (pip install uvloop)")
+    sys_version = syslibssl_version()
+    if sys_version:
+        stacks.insert(stacks.index("twisted") + 1, SYSLIBSSL)
+    else:
+        log(f"{SYSLIBSSL}: no interpreter with pyOpenSSL on the system libssl at {SYSLIBSSL_PY} "
+            "(bash run.sh bench makes one on Debian): skipping the like-for-like peer")
     if args.stacks:
         stacks = [s for s in args.stacks.split(",") if s]
 
@@ -583,7 +635,7 @@ def main() -> int:
     _certs.make(tmp)
     env = Env(tmp, cnf)
     results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": quick, "runs": runs,
-                     "stacks": stacks, "ciphersuite": SUITE, "bulk_bytes_each_way": size,
+                     "stacks": stacks, "ciphersuite": SUITE, "bulk_bytes_each_way": size, "syslibssl": sys_version,
                      "machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "python": platform.python_version(),
                                  "platform": platform.platform()}}
     raw: dict = {}
@@ -632,6 +684,9 @@ def main() -> int:
     print(f"twistls benchmark ({'quick' if quick else 'full'}, medians of {runs}; TLS 1.3 {SUITE} and X25519 forced on every stack; "
           f"load average {results['machine']['loadavg_start'][0]:.1f} at start, {results['machine']['loadavg_end'][0]:.1f} at end)")
     print(f"M2Crypto TwistedProtocolWrapper: {results['m2_wrapper']}")
+    if SYSLIBSSL in stacks:
+        print(f"{SYSLIBSSL}: Twisted's TLS with pyOpenSSL on the system libssl ({sys_version}), the one twistls runs on; "
+              f"'twisted' is pyOpenSSL's wheel ({results['openssl_speed'].get('pyca version', '?')})")
     resumed = results.get("resumed_handshakes")
     if resumed:
         full = results.get("handshakes", {})
