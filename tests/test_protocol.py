@@ -437,6 +437,43 @@ class WriteAggregationTests(SynchronousTestCase):
         self.assertGreater(len(conn.pump.client.wire()) - before, 65536)
 
 
+@implementer(IHandshakeListener)
+class Greeter(Recorder):
+    """Writes ``greeting`` once the handshake is done; echoes what it receives."""
+
+    def handshakeCompleted(self) -> None:
+        self.transport.write(self.greeting)
+
+    def connectionMade(self) -> None:
+        self.made += 1
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self.greeting == b"":
+            self.transport.write(data.upper())
+
+
+class CoalescingTests(SynchronousTestCase):
+    """What the protocol writes in answer to an event leaves in one transport
+    write with the engine's own output for the same input."""
+
+    def test_finished_and_first_data_in_one_write(self) -> None:
+        """A TLS 1.3 client's Finished and what it writes in handshakeCompleted go out in one write."""
+        conn = Connection(Greeter(b"hello"), Greeter(b""))
+        self.assertEqual(conn.server.data, b"hello")
+        self.assertEqual(conn.client.data, b"HELLO")
+        written = conn.pump.client.written
+        self.assertEqual(len(written), 2, [_record_types(w) for w in written])  # ClientHello; Finished + data
+        self.assertGreaterEqual(_record_types(written[1]).count(0x17), 2)
+
+    def test_tickets_and_answer_in_one_write(self) -> None:
+        """A server's session tickets and its answer to the data that came with the client's Finished go out in one write."""
+        conn = Connection(Greeter(b"hello"), Greeter(b""))
+        written = conn.pump.server.written
+        self.assertEqual(len(written), 2, [_record_types(w) for w in written])  # ServerHello..Finished; tickets + answer
+        self.assertGreaterEqual(_record_types(written[1]).count(0x17), 2)
+
+
 class CloseTests(SynchronousTestCase):
     """loseConnection, abortConnection, truncation."""
 

@@ -627,18 +627,25 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if self._idle_call is not None:
             self._last_activity = self._clock.seconds()
         events = engine.receive_bytes(data)
-        self._send_engine_output(last=engine.failed)  # a failure's output is its alert
-        if events:
-            # What the protocol writes in answer goes out when it returns (the
-            # end of this reactor turn for it), not one reactor iteration later.
-            writes = self._writes
-            writes.held = True
-            try:
+        if not events or engine.failed:
+            self._send_engine_output(last=engine.failed)  # a failure's output is its alert
+            if events:
                 self._dispatch(events)
-            finally:
-                writes.held = False
+            return
+        # What the protocol writes in answer goes out when it returns (the end
+        # of this reactor turn for it), not one reactor iteration later, and in
+        # one send with what the engine has to say (the client's Finished, the
+        # server's session tickets, a KeyUpdate answer): the peer then reads
+        # the handshake's end and the first data in one go, one wake-up fewer.
+        writes = self._writes
+        writes.held = True
+        try:
+            self._dispatch(events)
+        finally:
+            writes.held = False
             if writes.chunks:
-                self._flush_writes()
+                self._flush_writes()  # the engine's output first, then these writes
+            self._send_engine_output()  # (also when the writes were empty or refused)
 
     def _dispatch(self, events: list[Any]) -> None:
         for event in events:
