@@ -89,7 +89,7 @@ case "$cmd" in
         echo "run.sh: making $sysvenv (Twisted on the system libssl, for the like-for-like row)" >&2
         sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
         { dpkg -s python3-openssl python3-cryptography >/dev/null 2>&1 \
-          || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-openssl python3-cryptography >/dev/null; } \
+          || { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-openssl python3-cryptography >/dev/null; }; } \
           && rm -rf "$sysvenv" && "$py" -m venv "$sysvenv" \
           && echo /usr/lib/python3/dist-packages > "$("$sysvenv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/debian-libssl.pth" \
           && "$sysvenv/bin/python" -m pip install -q "twisted==$("$venv/bin/python" -c "import twisted; print(twisted.__version__)")" "trustme<1.2" \
