@@ -80,7 +80,8 @@ case "$cmd" in
     exec "$venv/bin/python" -m pytest -q "$@" ;;
   bench)
     # The like-for-like peer: Twisted's TLS with pyOpenSSL on the system libssl
-    # (Debian's python3-openssl/python3-cryptography, compiled against it),
+    # (Debian's python3-openssl/python3-cryptography, compiled against it, and
+    # python3-service-identity, which Twisted's client checks names with),
     # under the same interpreter as twistls.  Optional: without it the
     # benchmark skips that row.
     sysvenv="${TWISTLS_BENCH_SYSLIBSSL_VENV:-$here/.venv-syslibssl}"
