@@ -521,21 +521,26 @@ class CRLEngineTests(SynchronousTestCase):
             ServerContextFactory(p.server.cert, p.server.key, crlfile=make_crl(p.ca))
 
 
+def _copy_to(path: str, source: str) -> None:
+    with open(path, "wb") as f, open(source, "rb") as src:
+        f.write(src.read())
+
+
 class ReloadEngineTests(SynchronousTestCase):
+    def reloadable_server(self) -> tuple[ServerContextFactory, str]:
+        """A server loading a.example's chain from a file of its own (the path returned)."""
+        path = os.path.join(tempfile.mkdtemp(prefix="twistls-reload-"), "server.pem")
+        _copy_to(path, sni_pki()["a.example"].chain)
+        return ServerContextFactory(path), path
+
     def test_reload_swaps_certificate(self):
         """After reload() new connections get the new certificate; an established one continues."""
         p = pki()
-        certs = sni_pki()
-        directory = tempfile.mkdtemp(prefix="twistls-reload-")
-        path = os.path.join(directory, "server.pem")
-        with open(path, "wb") as f, open(certs["a.example"].chain, "rb") as src:
-            f.write(src.read())
-        server = ServerContextFactory(path)
+        server, path = self.reloadable_server()
         client = ClientContextFactory("a.example", cafile=p.cafile, session_cache_size=0)
         old = handshake(client, server)
         self.assertEqual(san_of(old.client.peer_certificate_der()), ["a.example"])
-        with open(path, "wb") as f, open(certs["b.example"].chain, "rb") as src:
-            f.write(src.read())
+        _copy_to(path, sni_pki()["b.example"].chain)
         server.reload()
         new = handshake(client.with_hostname("b.example"), server)
         self.assertEqual(san_of(new.client.peer_certificate_der()), ["b.example"])
@@ -546,12 +551,7 @@ class ReloadEngineTests(SynchronousTestCase):
     def test_failed_reload_keeps_old(self):
         """A reload from a bad file raises, logs, and keeps serving the old certificate."""
         p = pki()
-        certs = sni_pki()
-        directory = tempfile.mkdtemp(prefix="twistls-reload-")
-        path = os.path.join(directory, "server.pem")
-        with open(path, "wb") as f, open(certs["a.example"].chain, "rb") as src:
-            f.write(src.read())
-        server = ServerContextFactory(path)
+        server, path = self.reloadable_server()
         with open(path, "wb") as f:
             f.write(b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
         with self.assertLogs("twistls", "ERROR") as logs:
