@@ -85,7 +85,8 @@ case "$cmd" in
     # under the same interpreter as twistls.  Optional: without it the
     # benchmark skips that row.
     sysvenv="${TWISTLS_BENCH_SYSLIBSSL_VENV:-$here/.venv-syslibssl}"
-    if [ ! -x "$sysvenv/bin/python" ] || ! "$sysvenv/bin/python" -c "import OpenSSL, service_identity, twisted.protocols.tls, trustme" 2>/dev/null; then
+    sysneeds="import OpenSSL, service_identity, twisted.protocols.tls, trustme"
+    if [ ! -x "$sysvenv/bin/python" ] || ! "$sysvenv/bin/python" -c "$sysneeds" 2>/dev/null; then
       if command -v apt-get >/dev/null 2>&1 && [ -d /usr/lib/python3/dist-packages ]; then
         echo "run.sh: making $sysvenv (Twisted on the system libssl, for the like-for-like row)" >&2
         sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -94,7 +95,7 @@ case "$cmd" in
           && rm -rf "$sysvenv" && "$py" -m venv "$sysvenv" \
           && echo /usr/lib/python3/dist-packages > "$("$sysvenv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/debian-libssl.pth" \
           && "$sysvenv/bin/python" -m pip install -q "twisted==$("$venv/bin/python" -c "import twisted; print(twisted.__version__)")" "trustme<1.2" \
-          && "$sysvenv/bin/python" -c "import OpenSSL, service_identity, twisted.protocols.tls, trustme" \
+          && "$sysvenv/bin/python" -c "$sysneeds" \
           || { echo "run.sh: could not make $sysvenv; the benchmark skips that row" >&2; rm -rf "$sysvenv"; }
       fi
     fi
