@@ -629,9 +629,8 @@ class TLSProtocolWrapper(ProtocolWrapper):
         events = engine.receive_bytes(data)
         if not events or engine.failed:
             self._send_engine_output(last=engine.failed)  # a failure's output is its alert
-            if events:
-                self._dispatch(events)
-            return
+            if not events:
+                return
         # What the protocol writes in answer goes out when it returns (the end
         # of this reactor turn for it), not one reactor iteration later, and in
         # one send with what the engine has to say (the client's Finished, the
