@@ -204,11 +204,14 @@ def run_in_process_demo(message: str) -> int:
         def report(self, info: Any) -> None:
             from cryptography import x509
 
+            from twistls._info import printable
+
+            # The peer chose its certificate (and so these names): escaped for the terminal.
             names = certificate_names(x509.load_der_x509_certificate(info.peer_chain_der[0]))
-            print(f"  protocol version : {info.version}")
-            print(f"  cipher           : {info.cipher} ({info.cipher_bits} bits)")
-            print(f"  server name sent : {info.server_name}")
-            print(f"  peer names       : {', '.join(names)}")
+            print(f"  protocol version : {printable(str(info.version))}")
+            print(f"  cipher           : {printable(str(info.cipher))} ({info.cipher_bits} bits)")
+            print(f"  server name sent : {printable(str(info.server_name))}")
+            print(f"  peer names       : {printable(', '.join(names))}")
             print(f"  chain verified   : {'yes' if info.verified else 'no'} (verify result {info.verify_result})")
             print("  Checker verdict  : accepted 'localhost'")
 

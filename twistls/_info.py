@@ -1,5 +1,6 @@
 """Plain-data descriptions of certificates, for :meth:`ConnectionInfo.as_dict`
-and ``python -m twistls probe``.
+and ``python -m twistls probe``, and :func:`printable`, the one escaping of
+peer-controlled text for terminals and logs.
 
 .. versionadded:: 0.1
 """
@@ -7,12 +8,44 @@ and ``python -m twistls probe``.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
     from cryptography import x509
 
-__all__ = ["describe_certificate", "describe_chain", "san_names"]
+__all__ = ["describe_certificate", "describe_chain", "san_names", "printable"]
+
+# C0 controls, DEL, C1 controls, the backslash (so that the escaping is
+# unambiguous), U+2028/U+2029 (line and paragraph separators), the Unicode
+# Bidi_Control characters (ALM, LRM, RLM, the embeddings and overrides
+# U+202A-U+202E and the isolates U+2066-U+2069: the "Trojan Source" set) and
+# lone surrogates (undecodable bytes, which would make a print() fail).
+_UNPRINTABLE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char == "\\":
+        return "\\\\"
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write to a terminal or a log line.
+
+    Control characters (C0, DEL, C1: ESC, CR, LF, CSI...) become ``\\xNN``;
+    the Unicode line and paragraph separators, the bidi controls (U+061C,
+    U+200E, U+200F, U+202A-U+202E, U+2066-U+2069) and lone surrogates become
+    ``\\uNNNN``; a backslash becomes ``\\\\``, so that an escape cannot be
+    forged.  Everything else, letters of any script included, is unchanged.
+    Apply it once, where peer- or certificate-derived text is written for
+    people; keep the raw text in data (attributes, JSON).
+
+    .. versionadded:: 0.1
+    """
+    return _UNPRINTABLE.sub(_escape, text)
 
 
 def san_names(cert: x509.Certificate, *, uris: bool) -> list[str]:

@@ -62,7 +62,21 @@ def split_host_port(text: str) -> tuple[str, int | None]:
 
 class ProbeError(Exception):
     """The probe could not get as far as a TLS handshake (preamble refused,
-    timeout, connection failure)."""
+    timeout, connection failure, a preamble over the probe's limits).
+
+    Attributes:
+        reason: the message as built (it may quote the server's lines);
+            ``str()`` escapes it with :func:`~twistls._info.printable`.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        from twistls._info import printable
+
+        return printable(self.reason)
 
 
 # --- STARTTLS preambles --------------------------------------------------------
@@ -75,36 +89,113 @@ _STEPS: dict[str, list[tuple[bytes | None, str, str | None]]] = {
     "plain-line": [(b"STARTTLS", "line", None)],
 }
 
+_NAMES = {"smtp": "SMTP", "imap": "IMAP", "pop3": "POP3", "ftp": "FTP", "plain-line": "plain-line"}
+
+#: What one preamble step (the server's greeting, or its reply to one command)
+#: may hold: a server streaming continuation lines (``220-...``) or a line
+#: that never ends cannot grow the probe without bound.  Each step has its
+#: own budget; there are at most three steps.
+MAX_STEP_LINES = 100
+MAX_STEP_BYTES = 64 * 1024
+#: The longest line accepted (SMTP allows 512 octets, RFC 5321 4.5.3.1.5;
+#: IMAP capability lines run to a few hundred).
+MAX_LINE_BYTES = 8 * 1024
+
+#: How much of a server line a message quotes.
+_QUOTE_CHARS = 200
+
+
+def _reason(error: BaseException) -> str:
+    """The message of ``error`` unescaped: raw data for the report, escaped
+    once by :func:`format_report`."""
+    from twistls.errors import _raw_message
+
+    return error.reason if isinstance(error, ProbeError) else _raw_message(error)
+
+
+def _quote(line: str) -> str:
+    return f"'{line[:_QUOTE_CHARS]}...'" if len(line) > _QUOTE_CHARS else f"'{line}'"
+
 
 class _Preamble:
-    """Reads the cleartext replies of one STARTTLS dialogue, line by line."""
+    """The cleartext STARTTLS dialogue of one protocol, without I/O: feed it
+    what the server sends, send what it returns, upgrade when ``upgrade``."""
 
     def __init__(self, protocol: str) -> None:
         self.protocol = protocol
         self.steps = list(_STEPS[protocol])
-        self.lines: list[str] = []
         self.transcript: list[str] = []
         self.capabilities_ok = False
+        self.upgrade = False
+        self._buffer = b""
+        self._step_lines = 0
+        self._step_bytes = 0
 
     def first_command(self) -> bytes | None:
         return self.steps[0][0]
 
-    def line(self, line: str) -> tuple[str, bytes | None]:
-        """Feed one reply line.  Returns ``("more", None)``, ``("send", command)``,
-        ``("upgrade", None)``; raises :class:`ProbeError` on a refusal."""
+    def step_name(self) -> str:
+        """``"SMTP greeting"``, ``"SMTP reply to 'EHLO twistls-probe'"``..."""
+        command = self.steps[0][0]
+        name = _NAMES[self.protocol]
+        return f"{name} greeting" if command is None else f"{name} reply to '{command.decode('ascii')}'"
+
+    def _over(self, limit: str) -> ProbeError:
+        return ProbeError(f"the {self.step_name()} exceeded the probe's limit of {limit} (STARTTLS preamble)")
+
+    def receive(self, data: bytes) -> list[bytes]:
+        """Feed bytes from the server; returns the commands to send now, in
+        order.  Once the server agreed to STARTTLS, :attr:`upgrade` is true
+        and nothing more is read (cleartext after that reply is dropped, never
+        taken for TLS or for a reply).
+
+        Raises:
+            ProbeError: a refusal, or a step over :data:`MAX_STEP_LINES`,
+                :data:`MAX_STEP_BYTES` or :data:`MAX_LINE_BYTES`.
+        """
+        commands: list[bytes] = []
+        if self.upgrade or not self.steps:
+            return commands
+        buffer = self._buffer + data
+        start = 0
+        while not self.upgrade:
+            # A line (without its "\n") of at most MAX_LINE_BYTES, or none.
+            end = buffer.find(b"\n", start, start + MAX_LINE_BYTES + 1)
+            if end < 0:
+                break
+            raw = buffer[start:end]
+            start = end + 1
+            self._step_lines += 1
+            self._step_bytes += len(raw) + 1
+            if self._step_lines > MAX_STEP_LINES:
+                raise self._over(f"{MAX_STEP_LINES} lines per reply")
+            if self._step_bytes > MAX_STEP_BYTES:
+                raise self._over(f"{MAX_STEP_BYTES // 1024} KiB per reply")
+            command = self._line(raw.rstrip(b"\r").decode("utf-8", "replace"))
+            if command is not None:
+                commands.append(command)
+        self._buffer = b"" if self.upgrade else buffer[start:]
+        if len(self._buffer) > MAX_LINE_BYTES:
+            raise self._over(f"{MAX_LINE_BYTES} bytes per line")
+        if self._step_bytes + len(self._buffer) > MAX_STEP_BYTES:
+            raise self._over(f"{MAX_STEP_BYTES // 1024} KiB per reply")
+        return commands
+
+    def _line(self, line: str) -> bytes | None:
+        """One reply line; returns the next command when it ends a step."""
         self.transcript.append("S: " + line)
-        self.lines.append(line)
         _, kind, arg = self.steps[0]
         done = False
+        name = _NAMES[self.protocol]
         if kind in ("code", "ehlo"):
             if len(line) >= 4 and line[3] == "-":
                 if kind == "ehlo" and line[4:].strip().upper().startswith("STARTTLS"):
                     self.capabilities_ok = True
-                return "more", None
+                return None
             if not line[:3].isdigit():
-                return "more", None  # FTP lets continuation lines carry no code
+                return None  # FTP lets continuation lines carry no code
             if line[:3] != arg:
-                raise ProbeError(f"{self.protocol.upper()} server answered {line!r} (expected {arg})")
+                raise ProbeError(f"{name} server answered {_quote(line)} (expected {arg})")
             if kind == "ehlo":
                 if line[4:].strip().upper().startswith("STARTTLS"):
                     self.capabilities_ok = True
@@ -116,31 +207,32 @@ class _Preamble:
             if upper.startswith(("* OK", "* PREAUTH")):
                 done = True
             else:
-                raise ProbeError(f"IMAP server greeting {line!r} is not '* OK'")
+                raise ProbeError(f"IMAP server greeting {_quote(line)} is not '* OK'")
         elif kind == "imap-tagged":
             if line.startswith("* "):
-                return "more", None
+                return None
             if line.upper().startswith(f"{arg} OK".upper()):
                 done = True
             else:
-                raise ProbeError(f"IMAP server refused STARTTLS: {line!r}")
+                raise ProbeError(f"IMAP server refused STARTTLS: {_quote(line)}")
         elif kind == "pop":
             if line.startswith("+OK"):
                 done = True
             else:
-                raise ProbeError(f"POP3 server answered {line!r} (expected +OK)")
+                raise ProbeError(f"POP3 server answered {_quote(line)} (expected +OK)")
         else:  # "line": any reply
             done = True
         if not done:
-            return "more", None
+            return None
         self.steps.pop(0)
-        self.lines = []
+        self._step_lines = self._step_bytes = 0
         if not self.steps:
-            return "upgrade", None
+            self.upgrade = True
+            return None
         command = self.steps[0][0]
         if command is not None:
             self.transcript.append("C: " + command.decode("ascii"))
-        return "send", command
+        return command
 
 
 @dataclass
@@ -174,7 +266,6 @@ async def _connect(
     class Probe(protocol.Protocol):
         transport: TLSTransport  # type: ignore[assignment]  # a TLSProtocolWrapper (see twistls._typing)
         preamble: _Preamble | None = None
-        buffer = b""
 
         def connectionMade(self) -> None:
             peer = self.transport.getPeer()
@@ -200,27 +291,19 @@ async def _connect(
                 self.transport.loseConnection()
 
         def dataReceived(self, data: bytes) -> None:
-            if self.preamble is None or not self.preamble.steps:
-                return  # after TLS: nothing to read
-            self.buffer += data
-            while b"\n" in self.buffer and self.preamble.steps:
-                raw, self.buffer = self.buffer.split(b"\n", 1)
-                line = raw.rstrip(b"\r").decode("utf-8", "replace")
-                try:
-                    action, command = self.preamble.line(line)
-                except ProbeError as exc:
-                    attempt.error = exc
-                    self.transport.loseConnection()
-                    return
-                if action == "send" and command is not None:
-                    self.transport.write(command + b"\r\n")
-                elif action == "upgrade":
-                    self.transport.startTLS(context_factory)
-                    self.wait_for_handshake()
-                    return
-            if len(self.buffer) > 65536:
-                attempt.error = ProbeError("the server sent a line longer than 64 KiB during the preamble")
+            if self.preamble is None or self.preamble.upgrade or attempt.error is not None:
+                return  # after TLS (or a refused preamble): nothing to read
+            try:
+                commands = self.preamble.receive(data)
+            except ProbeError as exc:
+                attempt.error = exc
                 self.transport.abortConnection()
+                return
+            for command in commands:
+                self.transport.write(command + b"\r\n")
+            if self.preamble.upgrade:
+                self.transport.startTLS(context_factory)
+                self.wait_for_handshake()
 
         def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
             if self.preamble is not None:
@@ -230,7 +313,7 @@ async def _connect(
             if self.preamble is not None and self.preamble.steps and attempt.error is not None:
                 if not isinstance(attempt.error, ProbeError):
                     attempt.error = ProbeError(
-                        f"the connection ended during the {starttls} preamble ({attempt.error})"
+                        f"the connection ended during the {starttls} preamble ({_reason(attempt.error)})"
                     )
             if not finished.called:
                 finished.callback(None)
@@ -375,7 +458,7 @@ async def probe(
     else:
         error = first.error
         report["error_type"] = type(error).__name__ if error is not None else None
-        report["reason"] = str(error) if error is not None else "unknown failure"
+        report["reason"] = _reason(error) if error is not None else "unknown failure"
         if isinstance(error, TLSError):
             report["verdict"] = "rejected"
             if details_when_rejected:
@@ -422,7 +505,15 @@ def _yes_no(value: Any) -> str:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The aligned text form of a :func:`probe` report."""
+    """The aligned text form of a :func:`probe` report.
+
+    Every value is escaped with :func:`~twistls._info.printable`: the subject,
+    issuer, names, ALPN and the reason (which may quote the server's
+    preamble lines or certificate fields) come from an unverified peer, and
+    a control character in them could forge or hide rows (the report keeps
+    them raw, for ``--json``)."""
+    from twistls._info import printable
+
     rows: list[tuple[str, str]] = [
         ("target", report["target"]),
         ("address", report["address"] or "(not connected)"),
@@ -463,7 +554,7 @@ def format_report(report: dict[str, Any]) -> str:
         rows.append(("verdict", report["verdict"].upper()))
         rows.append(("reason", f"{report['error_type']}: {report['reason']}"))
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)} : {v}" for k, v in rows)
+    return "\n".join(f"{k.ljust(width)} : {printable(v)}" for k, v in rows)
 
 
 def run(args: Any) -> int:

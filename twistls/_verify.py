@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives import serialization
 
 from twistls import _openssl as _ossl
 from twistls._engine import verification_failure
-from twistls.errors import ConfigurationError, VerificationError
+from twistls._info import printable
+from twistls.errors import ConfigurationError, VerificationError, _raw_message
 
 __all__ = ["VerifyResult", "verify_certificate", "parse_time", "load_certificates"]
 
@@ -277,7 +278,12 @@ def _m2_chain(store_ctx: int) -> list[bytes]:
 
 
 def format_result(result: VerifyResult, certificate: str) -> str:
-    """The human report for ``twistls verify``."""
+    """The human report for ``twistls verify``.
+
+    Every value is escaped with :func:`~twistls._info.printable`: subjects
+    and the problems' messages (which quote the certificate's names) are
+    chosen by whoever made the certificate, and a control character in them
+    could forge or hide rows."""
     rows: list[tuple[str, str]] = [
         ("certificate", certificate),
         ("expected name", result.hostname),
@@ -293,18 +299,19 @@ def format_result(result: VerifyResult, certificate: str) -> str:
             )
         )
     for problem in result.problems:
-        rows.append(("problem", f"{type(problem).__name__}: {problem}"))
+        rows.append(("problem", f"{type(problem).__name__}: {_raw_message(problem)}"))
     if result.accepted:
         rows.append(("verdict", "accepted: a twistls client would accept this certificate"))
     else:
         n = len(result.problems)
         rows.append(("verdict", f"rejected ({n} problem{'s' if n != 1 else ''}); a client reports the first"))
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)} : {v}" for k, v in rows)
+    return "\n".join(f"{k.ljust(width)} : {printable(v)}" for k, v in rows)
 
 
 def result_as_json(result: VerifyResult, certificate: str) -> dict[str, Any]:
-    """The same as :func:`format_result`, as a JSON-ready dict."""
+    """The same as :func:`format_result`, as a JSON-ready dict of raw data
+    (subjects and messages unescaped: JSON escapes control characters)."""
     return {
         "certificate": certificate,
         "hostname": result.hostname,
@@ -322,7 +329,7 @@ def result_as_json(result: VerifyResult, certificate: str) -> dict[str, Any]:
         "problems": [
             {
                 "type": type(p).__name__,
-                "message": str(p),
+                "message": _raw_message(p),
                 "verify_code": p.verify_code,
                 "depth": p.depth,
             }

@@ -11,6 +11,13 @@ the failure is:
   They reach applications as ``connectionLost(Failure(TLSError...))`` or as the
   failure of a Deferred, never as an exception escaping a reactor callback.
 
+``str()`` of every error is escaped with :func:`twistls._info.printable`
+(control characters, line separators and bidi controls as ``\\xNN`` /
+``\\uNNNN``), because messages quote certificate fields and names chosen by
+a possibly hostile peer and end up in terminals and log lines.  The
+attributes (``reason``, ``subject``, ``names``, ``hostname``...) keep the raw
+text.
+
 This module imports nothing from Twisted or M2Crypto, so the sans-IO engine can
 use it.
 
@@ -20,6 +27,8 @@ use it.
 from __future__ import annotations
 
 from typing import Sequence
+
+from twistls._info import printable
 
 __all__ = [
     "TwistlsError",
@@ -48,7 +57,14 @@ __all__ = [
 
 
 class TwistlsError(Exception):
-    """Base of every twistls error; never raised directly."""
+    """Base of every twistls error; never raised directly.
+
+    ``str()`` is the message with peer-controlled characters escaped (the
+    attributes, such as :attr:`TLSError.reason`, keep the text as built).
+    """
+
+    def __str__(self) -> str:
+        return printable(_raw_message(self))
 
 
 class ConfigurationError(TwistlsError, ValueError):
@@ -75,9 +91,6 @@ class TLSError(TwistlsError):
         super().__init__(reason)
         self.reason = reason
         self.openssl_errors = tuple(openssl_errors)
-
-    def __str__(self) -> str:
-        return self.reason
 
 
 class HandshakeTimeoutError(TLSError):
@@ -249,6 +262,17 @@ class CertificatePurposeError(VerificationError):
     def __init__(self, reason: str, *, purpose: str, subject: str | None = None) -> None:
         super().__init__(reason, verify_message="unsuitable certificate purpose", depth=0, subject=subject)
         self.purpose = purpose
+
+
+def _raw_message(error: BaseException) -> str:
+    """The message of ``error`` as it was built, without :func:`printable`'s
+    escaping: for data (JSON reports), or to escape once when it is written
+    together with other text.  ``str()`` for exceptions that are not twistls'."""
+    if isinstance(error, TLSError):
+        return error.reason if isinstance(error.reason, str) else str(error.reason)
+    if isinstance(error, TwistlsError):
+        return Exception.__str__(error)
+    return str(error)
 
 
 # OpenSSL X509_V_ERR_* codes (stable across OpenSSL 1.1 and 3.x).
