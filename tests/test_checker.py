@@ -315,9 +315,11 @@ class PinTests(SynchronousTestCase):
 
         chain = [c.public_bytes(Encoding.DER) for c in pems]
         self.assertEqual(len(chain), 2)
-        Checker("localhost", pins=[spki_sha256(chain[1])]).check(chain)
+        Checker("localhost", pins=[spki_sha256(chain[1])]).check(chain, verified_chain=chain)
         with self.assertRaises(PinMismatchError):
-            Checker("localhost", pins=[spki_sha256(self.leaf)]).check(chain)
+            Checker("localhost", pins=[spki_sha256(self.leaf)]).check(chain, verified_chain=chain)
+        with self.assertRaises(PinMismatchError):  # sent but not verified: the peer could have added it
+            Checker("localhost", pins=[spki_sha256(chain[1])]).check(chain)
 
     def test_any_of_several_pins(self) -> None:
         """One matching pin among several is enough."""

@@ -418,11 +418,13 @@ class InsecureTests(SynchronousTestCase):
         with self.assertNoLogs("twistls", logging.WARNING):
             _client()
 
-    def test_insecure_verify_mode_none(self) -> None:
-        """An insecure client's SSL_CTX has verify mode NONE."""
+    def test_insecure_chain_errors_not_fatal(self) -> None:
+        """An insecure client's SSL_CTX verifies (so its callback's verdict stays fatal) but accepts chain errors."""
         with self.assertLogs("twistls", logging.WARNING):
             factory = _client(insecure_skip_verify=True)
-        self.assertEqual(ossl.SSL_CTX_get_verify_mode(factory.context_address), ossl.VERIFY_NONE)
+        self.assertEqual(ossl.SSL_CTX_get_verify_mode(factory.context_address), ossl.VERIFY_PEER)
+        self.assertTrue(factory._handle.accept_unverified)
+        self.assertFalse(factory._handle.verifying)
 
     def test_untrusted_rejected_when_verifying(self) -> None:
         """A verifying client rejects an untrusted certificate with UntrustedCertificateError."""

@@ -486,7 +486,7 @@ class VerificationTests(SynchronousTestCase):
     def test_verifier_bug_fails_closed(self) -> None:
         """A verifier raising something other than TLSError gives a Failed event, not an exception, and withholds early plaintext."""
 
-        def broken(engine: TLSEngine) -> None:
+        def broken(peer_chain: object, verified_chain: object) -> None:
             raise KeyError("bug")
 
         client = TLSEngine(_client()._handle, client=True, server_hostname="localhost", verifier=broken)

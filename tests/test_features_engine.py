@@ -263,14 +263,15 @@ class ResumptionEngineTests(SynchronousTestCase):
         client = ClientContextFactory("localhost", cafile=p.cafile)
         server = ServerContextFactory(p.server.cert, p.server.key)
         close(handshake(client, server, peer_address=("127.0.0.1", 7)))
-        session = client._sessions.get(("127.0.0.1", 7, "localhost"))
-        self.assertIsNotNone(session)
+        cached = client._sessions.get(("127.0.0.1", 7, "localhost", "localhost"))
+        self.assertIsNotNone(cached)
+        session, chain = cached
         checker = Checker(hostname="wrong.example")
         from twistls._engine import TLSEngine
 
         engine = TLSEngine(client._handle, client=True, server_hostname="localhost",
-                           verifier=lambda e: checker.check(e.peer_chain_der()))
-        engine.use_session(session)
+                           verifier=lambda peer, verified: checker.check(peer, verified_chain=verified))
+        engine.use_session(session, chain)
         pair = EnginePair(engine, server.create_engine()).start()
         pair.pump()
         self.assertTrue(engine.session_reused())
@@ -431,7 +432,7 @@ class KeyLogEngineTests(SynchronousTestCase):
         client = ClientContextFactory("localhost", cafile=p.cafile)
         from twistls import _openssl
 
-        self.assertNotIn(client.context_address, _openssl.keylog_files)
+        self.assertIsNone(_openssl.ctx_hooks(client.context_address).keylog)
 
     def test_keylog_unwritable_refused(self):
         """A key-log path that cannot be opened is a configuration error naming it."""

@@ -181,7 +181,7 @@ class ResumptionWireTests(TestCase):
 
     @defer.inlineCallbacks
     def test_resumed_session_still_checked(self):
-        """A session resumed for another expected host (same address, no SNI) still fails the Checker."""
+        """A session made for one expected host (same address, no SNI) is not offered for another, which fails the Checker."""
         p = pki()
         if not hasattr(p, "ip_only"):
             p.ip_only = p.leaf("ip-only", p.ca, "127.0.0.1")
@@ -189,26 +189,22 @@ class ResumptionWireTests(TestCase):
         client_cf = ClientContextFactory("127.0.0.1", cafile=p.cafile)
         info, _, reason, _ = yield talk(client_cf, port)
         self.assertTrue(reason.check(ConnectionDone), reason)
+        self.assertEqual(len(client_cf._sessions), 1)
         other = client_cf.with_hostname("127.0.0.2")
-        reused = []
+        engines = []
         create = other.create_engine
 
         def create_recording(**kw):
             engine = create(**kw)
-            check = engine._verifier
-
-            def verifier(e):
-                reused.append(e.session_reused())
-                check(e)
-
-            engine._verifier = verifier
+            engines.append(engine)
             return engine
 
         other.create_engine = create_recording
         _, _, reason, data = yield talk(other, port)
         self.assertTrue(reason.check(HostnameMismatchError), reason)
         self.assertEqual(data, b"")
-        self.assertEqual(reused, [True])  # it was resumed, and still refused
+        self.assertEqual(len(engines), 1)
+        self.assertFalse(engines[0].session_reused())  # a full handshake, refused inside it
 
     @defer.inlineCallbacks
     def s_client(self, port, *args):
@@ -428,5 +424,5 @@ class KeyLogWireTests(TestCase):
         self.assertTrue(reason.check(ConnectionDone), reason)
         from twistls import _openssl
 
-        self.assertNotIn(server_cf.context_address, _openssl.keylog_files)
-        self.assertNotIn(client_cf.context_address, _openssl.keylog_files)
+        self.assertIsNone(_openssl.ctx_hooks(server_cf.context_address).keylog)
+        self.assertIsNone(_openssl.ctx_hooks(client_cf.context_address).keylog)

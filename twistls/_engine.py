@@ -132,6 +132,9 @@ class ConnectionInfo:
         verify_result: OpenSSL's verify result code (0 = OK).
         compression: always ``None`` (twistls never compresses).
         group: the key-exchange group (``"X25519"``, ``"P-256"``), or ``None``.
+        verified_chain_der: the chain OpenSSL verified (peer first, trust
+            anchor last), in DER; for a resumed session the one verified
+            when it was made; empty when the peer was not verified.
     """
 
     version: str | None
@@ -145,6 +148,7 @@ class ConnectionInfo:
     verify_result: int
     compression: None = None
     group: str | None = None
+    verified_chain_der: tuple[bytes, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         """The information as JSON-ready plain data; the peer chain becomes a
@@ -185,6 +189,12 @@ class ContextHandle:
         ptr: the SWIG ``SSL_CTX *`` for ``m2.*`` calls.
         address: the same pointer as an int, for :mod:`twistls._openssl`.
         verifying: whether peer verification is on (set by the builder).
+        accept_unverified: chain errors do not fail the handshake (the
+            ``insecure_skip_verify`` client; set by the builder).  The
+            verifier still runs inside the handshake, on the peer's own
+            certificate only, so a pin mismatch sends an alert.
+        hooks: what OpenSSL's callbacks need of this context (ALPN, SNI,
+            key log), reached through the SSL_CTX's ex_data.
     """
 
     def __init__(self) -> None:
@@ -195,32 +205,53 @@ class ContextHandle:
         # A SWIG pointer has __int__; the stub's NewType does not say so.
         self.address: int = int(ptr)  # type: ignore[call-overload]
         self.verifying = False
+        self.accept_unverified = False
         self.keepalive: list[object] = []  # objects C callbacks rely on
-        self._finalizer = weakref.finalize(self, _free_ctx, ptr, self.address)
+        self.hooks = _ossl.ContextHooks()
+        try:
+            token = _ossl.attach_ctx(self.address, self.hooks)
+        except MemoryError as exc:
+            m2.ssl_ctx_free(ptr)
+            raise ConfigurationError(str(exc)) from None
+        self._finalizer = weakref.finalize(self, _free_ctx, ptr, token, self.hooks)
 
     def free(self) -> None:
         """Release the ``SSL_CTX`` now (engines made from it keep their own reference)."""
         self._finalizer()
 
 
-def _free_ctx(ptr: m2types.SSL_CTX, address: int) -> None:
-    _ossl.forget_ctx(address)
+def _free_ctx(ptr: m2types.SSL_CTX, token: int, hooks: _ossl.ContextHooks) -> None:
+    # SSL objects made from the context hold their own reference to the
+    # SSL_CTX; their engines also hold the ContextHandle, so this runs only
+    # once no engine of this context is alive.
     m2.ssl_ctx_free(ptr)
+    _ossl.detach(token)
 
 
-def _handshake_check(ref: weakref.ReferenceType[TLSEngine]) -> Callable[[list[bytes], list[bytes]], int]:
+def _handshake_check(ref: weakref.ReferenceType[TLSEngine]) -> Callable[[list[bytes], list[bytes] | None], int]:
     """The verify-callback hook of one engine, holding it only weakly."""
 
-    def check(peer_chain: list[bytes], verified_chain: list[bytes]) -> int:
+    def check(peer_chain: list[bytes], verified_chain: list[bytes] | None) -> int:
         engine = ref()
-        return 0 if engine is None else engine._check_during_handshake(peer_chain, verified_chain)
+        if engine is None:  # cannot happen while OpenSSL runs its handshake; refuse anyway
+            return _ossl.X509_V_ERR_APPLICATION_VERIFICATION
+        return engine._check_during_handshake(peer_chain, verified_chain)
 
     return check
 
 
-def _free_ssl(ssl: m2types.SSL, address: int) -> None:
-    _ossl.forget_ssl(address)
+def _free_ssl(ssl: m2types.SSL, token: int, hooks: _ossl.ConnectionHooks, sessions: list[int]) -> None:
+    # ``hooks`` rides along so that it outlives the SSL its callbacks serve.
     m2.ssl_free(ssl)
+    _ossl.detach(token)
+    while sessions:
+        _ossl.SSL_SESSION_free(sessions.pop())
+
+
+#: What a verifier is called with: (the certificates the peer sent, its own
+#: first; the chain OpenSSL verified, peer first and trust anchor last, or
+#: ``None`` when the connection does not verify the peer).
+Verifier = Callable[[Sequence[bytes], Union[Sequence[bytes], None]], None]
 
 
 class TLSEngine:
@@ -230,15 +261,19 @@ class TLSEngine:
         context: the context handle the connection is made from.
         client: ``True`` for the client role, ``False`` for the server role.
         server_hostname: the SNI name a client sends (``None``: none).
-        verifier: called once per connection with this engine; it raises
-            a :class:`~twistls.errors.TLSError` to reject the peer.  For a
-            verifying client it runs inside the handshake, from OpenSSL's
-            verify callback once the chain is verified (``peer_chain_der()``
-            and ``verified_chain_der()`` then return the chains being
-            verified), so a rejection fails the handshake and sends the peer
-            an alert (``bad_certificate`` for a name mismatch,
-            ``handshake_failure`` otherwise); resumed sessions and
-            non-verifying engines run it right after the handshake.
+        verifier: ``verifier(peer_chain, verified_chain)`` is called once
+            per handshake and raises a :class:`~twistls.errors.TLSError` to
+            reject the peer (any other exception, of any type, rejects it
+            too).  ``peer_chain`` is what the peer sent, its own certificate
+            first; ``verified_chain`` is the chain OpenSSL verified (peer
+            first, trust anchor last), or ``None`` when the context does not
+            verify.  It runs inside the handshake, from OpenSSL's verify
+            callback once the chain is verified, so a rejection fails the
+            handshake and sends the peer an alert (``bad_certificate`` for a
+            name mismatch, ``handshake_failure`` otherwise).  A resumed
+            session has no certificate exchange: it is checked right after
+            the handshake on the chain verified when the session was made
+            (see :meth:`use_session`), and refused if there is none.
 
     Raises:
         ConfigurationError: OpenSSL could not create the connection or
@@ -255,7 +290,7 @@ class TLSEngine:
         *,
         client: bool,
         server_hostname: str | None = None,
-        verifier: Callable[[TLSEngine], None] | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.client = client
         self._context = context
@@ -266,7 +301,17 @@ class TLSEngine:
         self._ssl = ssl
         # A SWIG pointer has __int__; the stub's NewType does not say so.
         self._address: int = int(ssl)  # type: ignore[call-overload]
-        self._finalizer = weakref.finalize(self, _free_ssl, ssl, self._address)
+        self._hooks = hooks = _ossl.ConnectionHooks()
+        hooks.accept_unverified = context.accept_unverified
+        try:
+            token = _ossl.attach_ssl(self._address, hooks)
+        except MemoryError as exc:
+            m2.ssl_free(ssl)
+            raise ConfigurationError(str(exc)) from None
+        # Sessions a TLS 1.2 handshake hands out before it is accepted.
+        self._early_sessions: list[int] = []
+        self._session_sink: Callable[[int, tuple[bytes, ...] | None], None] | None = None
+        self._finalizer = weakref.finalize(self, _free_ssl, ssl, token, hooks, self._early_sessions)
         self._rbio = m2.bio_new(m2.bio_s_mem())
         self._wbio = m2.bio_new(m2.bio_s_mem())
         m2.bio_set_mem_eof_return(self._rbio, -1)
@@ -295,17 +340,23 @@ class TLSEngine:
         self._renew_bios = False
         #: Reads and writes over 32 KiB since the memory BIOs were last renewed.
         self.big_io = 0
-        # The Checker runs inside a verifying client's handshake (so that a
-        # rejection sends the peer an alert); resumed sessions, and engines
-        # where that did not happen, are checked once the handshake is done.
+        # The verifier runs inside the handshake (so that a rejection sends
+        # the peer an alert) wherever OpenSSL verifies a certificate chain;
+        # a resumed session, and a server whose client sent no certificate,
+        # are checked once the handshake is done.
         self._checked_in_handshake = False
         self._check_error: TLSError | None = None
-        self._handshake_chains: tuple[list[bytes], list[bytes]] | None = None
-        # OpenSSL keeps no peer certificate from a handshake its verify callback
-        # failed; the chains the Checker rejected are kept for inspection.
-        self._rejected_chains: tuple[list[bytes], list[bytes]] | None = None
-        if client and verifier is not None and context.verifying:
-            _ossl.handshake_checks[self._address] = _handshake_check(weakref.ref(self))
+        # The chains the verifier accepted (or rejected: OpenSSL keeps no peer
+        # certificate from a handshake its verify callback failed).
+        self._checked_chains: tuple[list[bytes], list[bytes] | None] | None = None
+        # A client's offered session: the chain verified when it was made.
+        self._resume_chain: tuple[bytes, ...] | None = None
+        #: What the handshake negotiated, captured when it completed: every
+        #: accessor answers from it, so none touches the SSL once it is freed.
+        self._info: ConnectionInfo | None = None
+        self._alpn: bytes | None = None
+        if verifier is not None and (context.verifying or context.accept_unverified):
+            hooks.check = _handshake_check(weakref.ref(self))
 
     # -- input -----------------------------------------------------------------
 
@@ -477,117 +528,157 @@ class TLSEngine:
 
     def version(self) -> str | None:
         """Negotiated protocol version (``"TLSv1.3"``), or ``None`` before the handshake."""
-        if not self._established_once:
-            return None
-        return str(m2.ssl_get_version(self._ssl))
+        return self._info.version if self._info is not None else None
 
     def cipher(self) -> tuple[str, int] | None:
         """Negotiated cipher name and its secret bits, or ``None``."""
-        if not self._established_once:
+        info = self._info
+        if info is None or info.cipher is None:
             return None
-        c = m2.ssl_get_current_cipher(self._ssl)
-        if c is None:
-            return None
-        return str(m2.ssl_cipher_get_name(c)), int(m2.ssl_cipher_get_bits(c))
+        return info.cipher, info.cipher_bits or 0
 
     def session_reused(self) -> bool:
         """Whether the handshake resumed an earlier session."""
-        return bool(_ossl.SSL_session_reused(self._address))
+        if self._info is not None:
+            return self._info.session_reused
+        return self._finalizer.alive and bool(_ossl.SSL_session_reused(self._address))
 
     def alpn_protocol(self) -> bytes | None:
         """The ALPN protocol both sides agreed on, or ``None``."""
-        return _ossl.alpn_selected(self._address)
+        return self._alpn
 
     def negotiated_group(self) -> str | None:
         """The key-exchange group (``"X25519"``, ``"P-256"``), or ``None``."""
-        if not self._established_once:
-            return None
-        return _ossl.group_name(_ossl.negotiated_group(self._address))
+        return self._info.group if self._info is not None else None
 
     def set_alpn_protocols(self, protocols: list[bytes]) -> None:
         """Server role: choose among ``protocols`` (preference order) for this
         connection, instead of the context's list.  Call before the handshake."""
         if protocols:
-            _ossl.alpn_by_ssl[self._address] = _ossl.alpn_array(list(protocols))
+            self._hooks.alpn = _ossl.alpn_array(list(protocols))
 
-    def use_session(self, session: int) -> None:
+    def use_session(self, session: int, verified_chain: Sequence[bytes] | None = None) -> None:
         """Client role: offer ``SSL_SESSION*`` ``session`` for resumption (this
         engine takes its own reference).  Call before the handshake.
+
+        Args:
+            session: the session.
+            verified_chain: the chain verified when the session was made
+                (what :meth:`on_new_session` sinks receive).  A verifying
+                engine that resumes a session without it refuses the peer.
 
         Raises:
             ConfigurationError: OpenSSL refused the session.
         """
         if _ossl.SSL_set_session(self._address, session) != 1:
             raise ConfigurationError("OpenSSL refused the cached session: " + "; ".join(_ossl.drain_errors()))
+        self._resume_chain = tuple(verified_chain) if verified_chain is not None else None
 
-    def on_new_session(self, sink: Callable[[int], None]) -> None:
-        """Client role: call ``sink(SSL_SESSION*)`` for each resumable session
-        the server hands out (the sink owns one reference and must free it)."""
-        _ossl.session_sinks[self._address] = sink
+    def on_new_session(self, sink: Callable[[int, tuple[bytes, ...] | None], None]) -> None:
+        """Client role: call ``sink(SSL_SESSION*, verified_chain)`` for each
+        resumable session the server hands out (the sink owns one reference
+        and must free it); ``verified_chain`` is the chain this connection
+        verified (``None`` when it verifies none), to be given back to
+        :meth:`use_session` with the session."""
+
+        self._session_sink = sink
+        ref = weakref.ref(self)  # the hooks outlive the engine: they must not keep it alive
+
+        def deliver(session: int) -> None:
+            engine = ref()
+            if engine is None:
+                _ossl.SSL_SESSION_free(session)
+            elif engine._info is None:  # TLS 1.2: before the handshake was accepted
+                engine._early_sessions.append(session)
+            else:
+                engine._hand_session(session)
+
+        self._hooks.session_sink = deliver
+
+    def _hand_session(self, session: int) -> None:
+        sink, info = self._session_sink, self._info
+        if sink is None or info is None:
+            _ossl.SSL_SESSION_free(session)
+            return
+        sink(session, info.verified_chain_der if self._context.verifying else None)
 
     def server_name(self) -> str | None:
         """The SNI name (sent by this client, or received by this server)."""
+        if self._info is not None:
+            return self._info.server_name
+        if not self._finalizer.alive:
+            return None
         name = _ossl.SSL_get_servername(self._address, 0)
         return name.decode("ascii", "replace") if name else None
 
-    def verify_result(self) -> int:
-        """OpenSSL's verify result for the peer chain (0 = OK)."""
+    def verify_result(self) -> int | None:
+        """OpenSSL's verify result for the peer chain (0 = OK), or ``None``
+        once the engine is freed without a completed handshake."""
+        if self._info is not None:
+            return self._info.verify_result
+        if not self._finalizer.alive:
+            return None
         return int(_ossl.SSL_get_verify_result(self._address))
 
     def peer_certificate_der(self) -> bytes | None:
         """The peer's certificate in DER, or ``None`` if it sent none."""
-        chains = self._handshake_chains or self._rejected_chains
-        if chains is not None:
-            return chains[0][0] if chains[0] else None
-        x509 = m2.ssl_get_peer_cert(self._ssl)
-        if x509 is None:
-            return None
-        try:
-            return bytes(m2.i2d_x509(x509))
-        finally:
-            m2.x509_free(x509)
+        chain = self.peer_chain_der()
+        return chain[0] if chain else None
 
     def verified_chain_der(self) -> list[bytes]:
         """The chain OpenSSL verified, in DER: the peer's certificate first,
-        the trust anchor last (empty when verification is off)."""
-        chains = self._handshake_chains or self._rejected_chains
-        if chains is not None:
-            return list(chains[1])
+        the trust anchor last (empty when verification is off).  For a
+        resumed session, the chain verified when the session was made."""
+        if self._info is not None:
+            return list(self._info.verified_chain_der)
+        if self._checked_chains is not None:
+            return list(self._checked_chains[1] or ())
+        if not self._finalizer.alive:
+            return []
         return _ossl.verified_chain_der(self._address)
 
-    def _check_during_handshake(self, peer_chain: list[bytes], verified_chain: list[bytes]) -> int:
+    def _check_during_handshake(self, peer_chain: list[bytes], verified_chain: list[bytes] | None) -> int:
         """Run the verifier from OpenSSL's verify callback, on the chains it is
         verifying.  Returns 0 to accept, or the X509 error code to fail the
         handshake with (the rejection itself is kept for :meth:`_handshake_failure`).
         Never raises."""
-        verifier = self._verifier
-        if verifier is None:
-            return 0
-        self._handshake_chains = (peer_chain, verified_chain)
-        try:
-            verifier(self)
-        except TLSError as exc:
-            self._check_error = exc
-            self._rejected_chains = (peer_chain, verified_chain)
-            if isinstance(exc, HostnameMismatchError):
+        self._checked_chains = (peer_chain, verified_chain)
+        error = self._run_verifier(peer_chain, verified_chain)
+        if error is not None:
+            self._check_error = error
+            if isinstance(error, HostnameMismatchError):
                 return _ossl.X509_V_ERR_HOSTNAME_MISMATCH
             return _ossl.X509_V_ERR_APPLICATION_VERIFICATION
-        except Exception as exc:  # a verifier bug must not let the peer in
-            error = TLSError(f"the certificate check failed unexpectedly: {exc!r}")
-            error.__cause__ = exc
-            self._check_error = error
-            self._rejected_chains = (peer_chain, verified_chain)
-            return _ossl.X509_V_ERR_APPLICATION_VERIFICATION
-        finally:
-            self._handshake_chains = None
         self._checked_in_handshake = True
         return 0
 
+    def _run_verifier(self, peer_chain: Sequence[bytes], verified_chain: Sequence[bytes] | None) -> TLSError | None:
+        """The verifier's verdict: ``None`` to accept, else the error to fail
+        with.  Any exception, of any type, is a rejection."""
+        verifier = self._verifier
+        if verifier is None:
+            return None
+        try:
+            verifier(peer_chain, verified_chain)
+        except TLSError as exc:
+            return exc
+        except BaseException as exc:  # a verifier bug, or KeyboardInterrupt: the peer stays out
+            error = TLSError(f"the certificate check failed unexpectedly: {exc!r}")
+            error.__cause__ = exc
+            return error
+        return None
+
     def peer_chain_der(self) -> list[bytes]:
         """The certificates the peer sent, in DER, its own certificate first."""
-        chains = self._handshake_chains or self._rejected_chains
-        if chains is not None:
-            return list(chains[0])
+        if self._info is not None:
+            return list(self._info.peer_chain_der)
+        if self._checked_chains is not None:
+            return list(self._checked_chains[0])
+        if not self._finalizer.alive:
+            return []
+        return self._live_peer_chain()
+
+    def _live_peer_chain(self) -> list[bytes]:
         chain: list[bytes] = []
         stack = m2.ssl_get_peer_cert_chain(self._ssl)
         if stack is not None:
@@ -595,26 +686,50 @@ class TLSEngine:
                 chain.append(bytes(m2.i2d_x509(m2.sk_x509_value(stack, i))))
         if not self.client:
             # OpenSSL leaves the client's own certificate out of the server-side chain.
-            leaf = self.peer_certificate_der()
-            if leaf is not None:
-                chain.insert(0, leaf)
+            x509 = m2.ssl_get_peer_cert(self._ssl)
+            if x509 is not None:
+                try:
+                    chain.insert(0, bytes(m2.i2d_x509(x509)))
+                finally:
+                    m2.x509_free(x509)
         return chain
 
     def info(self) -> ConnectionInfo:
-        """Everything negotiated, as one :class:`ConnectionInfo`."""
-        cipher = self.cipher()
-        alpn = self.alpn_protocol()
+        """Everything negotiated, as one :class:`ConnectionInfo` (captured when
+        the handshake completed; before that, and after a failed handshake,
+        whatever is known)."""
+        if self._info is not None:
+            return self._info
         return ConnectionInfo(
-            version=self.version(),
-            cipher=cipher[0] if cipher else None,
-            cipher_bits=cipher[1] if cipher else None,
-            alpn_protocol=alpn.decode("ascii", "replace") if alpn is not None else None,
+            version=None,
+            cipher=None,
+            cipher_bits=None,
+            alpn_protocol=None,
             server_name=self.server_name(),
-            session_reused=self.session_reused(),
-            peer_chain_der=tuple(self.peer_chain_der()) if self._established_once else (),
-            verified=self.handshake_done and self._context.verifying,
-            verify_result=self.verify_result(),
-            group=self.negotiated_group(),
+            session_reused=False,
+            peer_chain_der=(),
+            verified=False,
+            verify_result=self.verify_result() or 0,
+        )
+
+    def _capture_info(self, peer_chain: list[bytes], verified_chain: Sequence[bytes] | None) -> None:
+        """Record what the handshake negotiated (the SSL is alive here)."""
+        ssl, address = self._ssl, self._address
+        c = m2.ssl_get_current_cipher(ssl)
+        self._alpn = alpn = _ossl.alpn_selected(address)
+        name = _ossl.SSL_get_servername(address, 0)
+        self._info = ConnectionInfo(
+            version=str(m2.ssl_get_version(ssl)),
+            cipher=str(m2.ssl_cipher_get_name(c)) if c is not None else None,
+            cipher_bits=int(m2.ssl_cipher_get_bits(c)) if c is not None else None,
+            alpn_protocol=alpn.decode("ascii", "replace") if alpn is not None else None,
+            server_name=name.decode("ascii", "replace") if name else None,
+            session_reused=bool(_ossl.SSL_session_reused(address)),
+            peer_chain_der=tuple(peer_chain),
+            verified=self._context.verifying,
+            verify_result=int(_ossl.SSL_get_verify_result(address)),
+            group=_ossl.group_name(_ossl.negotiated_group(address)),
+            verified_chain_der=tuple(verified_chain or ()),
         )
 
     # -- internals -----------------------------------------------------------------
@@ -633,30 +748,60 @@ class TLSEngine:
         self._fail(self._handshake_failure(), events)
 
     def _established(self, events: list[Event]) -> None:
-        self._state = self._ESTABLISHED
-        self._renew_bios = not self._established_once
-        self._established_once = True
-        self.peer_closed = False
-        if m2.ssl_get_version(self._ssl) != "TLSv1.3" and not _ossl.extms_used(self._address):
+        # Every check comes first: the connection is established (and
+        # plaintext flows) only once all of them passed.
+        version = str(m2.ssl_get_version(self._ssl))
+        if version != "TLSv1.3" and not _ossl.extms_used(self._address):
             self._fail(
-                TLSError(f"the peer did not negotiate the extended master secret ({self.version()})"),
+                TLSError(f"the peer did not negotiate the extended master secret ({version})"),
                 events,
                 discard_output=True,
             )
             return
-        if self._verifier is not None and not self._checked_in_handshake:
-            try:
-                self._verifier(self)
-            except TLSError as exc:
-                self._fail(exc, events, discard_output=True)
-                return
-            except Exception as exc:  # a verifier bug must not escape receive_bytes, nor let the peer in
-                error = TLSError(f"the certificate check failed unexpectedly: {exc!r}")
-                error.__cause__ = exc
-                self._fail(error, events, discard_output=True)
-                return
+        peer_chain, verified_chain, error = self._post_handshake_check()
+        if error is not None:
+            self._fail(error, events, discard_output=True)
+            return
+        self._capture_info(peer_chain, verified_chain)
+        while self._early_sessions:
+            self._hand_session(self._early_sessions.pop(0))
+        self._state = self._ESTABLISHED
+        self._renew_bios = not self._established_once
+        self._established_once = True
+        self.peer_closed = False
         events.append(HandshakeCompleted())
         self._flush_pending()
+
+    def _post_handshake_check(self) -> tuple[list[bytes], Sequence[bytes] | None, TLSError | None]:
+        """The peer chain, the verified chain and the verifier's verdict for a
+        handshake that just completed (``None``: accepted)."""
+        verifying = self._context.verifying
+        if self._checked_in_handshake and self._checked_chains is not None:
+            peer_chain, verified_chain = self._checked_chains
+            return peer_chain, verified_chain, None
+        peer_chain = self._live_peer_chain()
+        if not verifying:
+            verified: Sequence[bytes] | None = None
+        elif _ossl.SSL_session_reused(self._address):
+            verified = self._resume_chain if self.client else _ossl.verified_chain_der(self._address)
+            if self.client and (not verified or not peer_chain or verified[0] != peer_chain[0]):
+                return peer_chain, None, VerificationError(
+                    "the resumed session carries no verified certificate chain for its certificate",
+                    verify_message="resumed session without a verified chain",
+                )
+        else:
+            verified = _ossl.verified_chain_der(self._address)
+            if self.client and self._verifier is not None:
+                # A verifying client's full handshake always reaches the
+                # verify callback at depth 0; if it did not, refuse.
+                return peer_chain, verified, VerificationError(
+                    "the certificate check did not run during the handshake",
+                    verify_message="certificate check not run",
+                )
+        if self._verifier is None:
+            return peer_chain, verified, None
+        self._checked_chains = (peer_chain, list(verified) if verified is not None else None)
+        return peer_chain, verified, self._run_verifier(peer_chain, verified)
 
     def _flush_pending(self) -> None:
         if self._pending:
@@ -711,10 +856,16 @@ class TLSEngine:
 
     def _handshake_failure(self) -> TLSError:
         reasons = _ossl.drain_errors()
-        if self._check_error is not None:  # the Checker rejected the peer inside the handshake
-            _ossl.verify_failures.pop(self._address, None)
+        hooks = self._hooks
+        if self._check_error is not None:  # the verifier rejected the peer inside the handshake
             return self._check_error
-        record = _ossl.verify_failures.pop(self._address, None)
+        if hooks.refusal is not None:  # refused by policy in a callback (the peer got an alert)
+            return TLSError(f"refused: {hooks.refusal}", openssl_errors=reasons)
+        if hooks.error is not None:  # a callback failed: the handshake was failed on purpose
+            error = TLSError(f"a TLS callback failed: {hooks.error!r}", openssl_errors=reasons)
+            error.__cause__ = hooks.error
+            return error
+        record = hooks.verify_failure
         if record is not None or any("certificate verify failed" in r for r in reasons):
             if record is None:
                 code, depth, subject = int(_ossl.SSL_get_verify_result(self._address)), None, None
@@ -800,6 +951,12 @@ def _classify(text: str, reasons: list[str]) -> TLSError:
             hint = ": it requires a client certificate and none was sent" if alert == "certificate required" else ""
             return PeerAlertError(
                 f"the peer rejected the connection with alert '{alert}'{hint} ({text})", alert=alert, openssl_errors=reasons
+            )
+    # TLS 1.0-era alerts OpenSSL names without the word "alert".
+    for alert in ("unrecognized name", "bad certificate status response", "certificate unobtainable"):
+        if "tlsv1 " + alert in lowered:
+            return PeerAlertError(
+                f"the peer rejected the connection with alert '{alert}' ({text})", alert=alert, openssl_errors=reasons
             )
     if "unexpected eof" in lowered:
         return TLSError(f"the peer closed the connection during the TLS handshake ({text})", openssl_errors=reasons)

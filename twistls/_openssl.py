@@ -4,9 +4,9 @@ M2Crypto 0.51 lacks some OpenSSL calls twistls needs (clearing options,
 minimum/maximum protocol version, TLS 1.3 ciphersuites, groups, the security
 level, ``SSL_get_error`` after ``SSL_do_handshake``, a verify callback that
 records the failing depth).  This module reaches exactly those symbols in the
-*same* shared library instance M2Crypto's extension loaded (found through
-``/proc/self/maps``), so pointers taken from M2Crypto objects (``int(ptr)``)
-are valid here.
+*same* shared library instance M2Crypto's extension loaded (resolved through
+the handle of M2Crypto's extension module), so pointers taken from M2Crypto
+objects (``int(ptr)``) are valid here.
 
 Rules kept here (see ``shared/LIBSSL.md``):
 
@@ -19,8 +19,10 @@ Rules kept here (see ``shared/LIBSSL.md``):
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import errno
+import itertools
 import os
+import stat
 from ctypes import (
     CFUNCTYPE,
     POINTER,
@@ -41,33 +43,30 @@ import M2Crypto._m2crypto  # noqa: F401  (loads libssl into the process first)
 __all__: list[str] = []
 
 
-def _loaded_library(stem: str) -> str | None:
-    """Return the path of the already-mapped shared object ``stem.so.*``."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            for line in maps:
-                path = line.rstrip("\n").split(None, 5)[-1] if line.count(" ") >= 5 else ""
-                base = os.path.basename(path)
-                if base.startswith(stem + ".so"):
-                    return path
-    except OSError:
-        pass
-    return None
+def _open_m2crypto() -> ctypes.CDLL:
+    """A handle on M2Crypto's own extension module.
+
+    ``dlsym`` on it searches the module and then the libraries it depends on,
+    so every symbol resolves in the very libssl/libcrypto M2Crypto is linked
+    against, on any POSIX system, and pointers taken from M2Crypto objects are
+    valid here by construction.
+    """
+    return ctypes.CDLL(M2Crypto._m2crypto.__file__)
 
 
-def _open(stem: str, short: str) -> ctypes.CDLL:
-    path = _loaded_library(stem) or ctypes.util.find_library(short) or (stem + ".so.3")
-    return ctypes.CDLL(path)
-
-
-libssl = _open("libssl", "ssl")
-libcrypto = _open("libcrypto", "crypto")
+#: Both names resolve through the same handle (kept apart for readability).
+libssl = libcrypto = _open_m2crypto()
 
 _vp = c_void_p
 
 
 def _fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:
-    func = getattr(lib, name)
+    try:
+        func = getattr(lib, name)
+    except AttributeError:
+        raise ImportError(
+            f"the libssl that M2Crypto is linked against lacks {name} (twistls needs OpenSSL >= 3.0)"
+        ) from None
     func.restype = restype
     func.argtypes = list(argtypes)
     return func
@@ -259,64 +258,286 @@ def verify_error_string(code: int) -> str:
     return text.decode("ascii", "replace") if text else f"verify error {code}"
 
 
+# --- per-object hooks ------------------------------------------------------------
+# What a C callback needs of one SSL (or SSL_CTX) lives on one hooks object
+# owned by the engine (or context handle).  OpenSSL's own ex_data slot of the
+# SSL/SSL_CTX holds a token (a counter value, never a pointer) that the one
+# registry below maps to that object.  The owner attaches it when the object
+# is made and detaches it right after freeing the object, so a callback can
+# never reach the state of a freed connection, and a new SSL that OpenSSL
+# places at a freed one's address starts with an empty slot.
+
+CRYPTO_get_ex_new_index = _fn(libcrypto, "CRYPTO_get_ex_new_index", c_int, c_int, c_long, _vp, _vp, _vp, _vp)
+SSL_set_ex_data = _fn(libssl, "SSL_set_ex_data", c_int, _vp, c_int, _vp)
+SSL_get_ex_data = _fn(libssl, "SSL_get_ex_data", _vp, _vp, c_int)
+SSL_CTX_set_ex_data = _fn(libssl, "SSL_CTX_set_ex_data", c_int, _vp, c_int, _vp)
+SSL_CTX_get_ex_data = _fn(libssl, "SSL_CTX_get_ex_data", _vp, _vp, c_int)
+_CRYPTO_EX_INDEX_SSL = 0
+_CRYPTO_EX_INDEX_SSL_CTX = 1
+_SSL_SLOT = CRYPTO_get_ex_new_index(_CRYPTO_EX_INDEX_SSL, 0, None, None, None, None)
+_CTX_SLOT = CRYPTO_get_ex_new_index(_CRYPTO_EX_INDEX_SSL_CTX, 0, None, None, None, None)
+if _SSL_SLOT < 0 or _CTX_SLOT < 0:  # pragma: no cover - only when OpenSSL is out of memory
+    raise ImportError("OpenSSL refused an ex_data index for twistls' callback hooks")
+
+
+class ConnectionHooks:
+    """What OpenSSL's callbacks need of one ``SSL*`` (owned by its engine).
+
+    Attributes:
+        check: run once, inside the handshake, when OpenSSL reaches the
+            peer's certificate (depth 0) with the chain verified: called with
+            (peer's certificates, verified chain or ``None`` when the
+            connection does not verify) and returns 0 to accept or the
+            ``X509_V_ERR_*`` code to fail the handshake (and alert) with.
+        accept_unverified: chain errors do not fail the handshake (the
+            ``insecure_skip_verify`` client); ``check`` still runs.
+        verify_failure: the first chain error seen: (code, depth, subject).
+        alpn: a server's ALPN preference list for this connection (a ctypes
+            array in wire format), or ``None`` for the context's.
+        session_sink: a client's consumer of new ``SSL_SESSION*`` (it owns one
+            reference).
+        refusal: why a callback refused the handshake by policy (text).
+        error: the exception a callback swallowed (the handshake failed).
+    """
+
+    __slots__ = ("check", "accept_unverified", "verify_failure", "alpn", "session_sink", "refusal", "error")
+
+    def __init__(self) -> None:
+        self.check: Callable[[list[bytes], list[bytes] | None], int] | None = None
+        self.accept_unverified = False
+        self.verify_failure: tuple[int, int, str] | None = None
+        self.alpn: Any = None
+        self.session_sink: Callable[[int], None] | None = None
+        self.refusal: str | None = None
+        self.error: BaseException | None = None
+
+
+class ContextHooks:
+    """What OpenSSL's callbacks need of one ``SSL_CTX*`` (owned by its handle).
+
+    Attributes:
+        alpn: the server's ALPN preference list (ctypes array, wire format).
+        sni: (exact names -> SSL_CTX*, wildcard parents -> SSL_CTX*); a
+            wildcard ``*.example.com`` is stored under ``example.com``.
+        keylog: the open key-log file, or ``None``.
+    """
+
+    __slots__ = ("alpn", "sni", "keylog")
+
+    def __init__(self) -> None:
+        self.alpn: Any = None
+        self.sni: tuple[dict[str, int], dict[str, int]] | None = None
+        self.keylog: Any = None
+
+
+_registry: dict[int, ConnectionHooks | ContextHooks] = {}
+_tokens = itertools.count(1)
+
+
+def attach_ssl(ssl: int, hooks: ConnectionHooks) -> int:
+    """Make ``hooks`` reachable from ``ssl``'s callbacks; returns the token
+    to :func:`detach` with once the ``SSL*`` is freed.
+
+    Raises:
+        MemoryError: OpenSSL could not store the token.
+    """
+    token = next(_tokens)
+    _registry[token] = hooks
+    if SSL_set_ex_data(ssl, _SSL_SLOT, token) != 1:
+        del _registry[token]
+        drain_errors()
+        raise MemoryError("OpenSSL could not attach twistls' hooks to the SSL object")
+    return token
+
+
+def attach_ctx(ctx: int, hooks: ContextHooks) -> int:
+    """As :func:`attach_ssl`, for an ``SSL_CTX*``."""
+    token = next(_tokens)
+    _registry[token] = hooks
+    if SSL_CTX_set_ex_data(ctx, _CTX_SLOT, token) != 1:
+        del _registry[token]
+        drain_errors()
+        raise MemoryError("OpenSSL could not attach twistls' hooks to the SSL_CTX")
+    return token
+
+
+def detach(token: int) -> None:
+    """Forget the hooks behind ``token`` (after its object was freed)."""
+    hooks = _registry.pop(token, None)
+    if isinstance(hooks, ContextHooks) and hooks.keylog is not None:
+        hooks.keylog.close()
+        hooks.keylog = None
+
+
+def ssl_hooks(ssl: int | None) -> ConnectionHooks | None:
+    """The hooks of a live ``SSL*`` (``None``: none attached)."""
+    token = SSL_get_ex_data(ssl, _SSL_SLOT) if ssl else None
+    hooks = _registry.get(token) if token else None
+    return hooks if isinstance(hooks, ConnectionHooks) else None
+
+
+def ctx_hooks(ctx: int | None) -> ContextHooks | None:
+    """The hooks of a live ``SSL_CTX*`` (``None``: none attached)."""
+    token = SSL_CTX_get_ex_data(ctx, _CTX_SLOT) if ctx else None
+    hooks = _registry.get(token) if token else None
+    return hooks if isinstance(hooks, ContextHooks) else None
+
+
 # --- the verify callback -----------------------------------------------------
-# OpenSSL calls it once per certificate of the chain.  It never changes the
-# verdict; it only remembers, per SSL object, the first failure with its depth
-# and subject so the engine can name them.  Keyed by the SSL* address; the
-# engine pops its entry when it is freed.
+# OpenSSL calls it for every certificate of the chain (with preverify_ok = 0
+# for each error, and 1 once per depth when that depth passed).  It records
+# the first failure with its depth and subject, so the engine can name them,
+# and at depth 0 with the chain verified it runs the connection's check (the
+# Checker), so a rejection fails the handshake with an alert.  Anything
+# unexpected (no hooks, an exception) fails the handshake: it never lets a
+# peer through that OpenSSL or the check did not accept.
 
 VERIFY_CB = CFUNCTYPE(c_int, c_int, c_void_p)
 SSL_CTX_set_verify = _fn(libssl, "SSL_CTX_set_verify", None, _vp, c_int, VERIFY_CB)
-
-verify_failures: dict[int, tuple[int, int, str]] = {}
+X509_STORE_CTX_get0_cert = _fn(libcrypto, "X509_STORE_CTX_get0_cert", _vp, _vp)
 _STORE_IDX: list[int] = []
 
 
-#: Client connections whose Checker runs inside the handshake, so that a
-#: rejection sends the peer a TLS alert: SSL* -> check(peer_chain, verified_chain)
-#: returning 0 (accepted) or the X509_V_ERR_* code to fail with.  An entry is
-#: used once (popped) when OpenSSL reaches the peer's certificate (depth 0)
-#: with the chain verified so far; resumed sessions never get there and are
-#: checked after the handshake instead.
-handshake_checks: dict[int, Callable[[list[bytes], list[bytes]], int]] = {}
+def _store_ssl(store_ctx: int) -> int | None:
+    if not _STORE_IDX:
+        _STORE_IDX.append(SSL_get_ex_data_X509_STORE_CTX_idx())
+    return X509_STORE_CTX_get_ex_data(store_ctx, _STORE_IDX[0])  # type: ignore[no-any-return]
+
+
+def _subject(cert: int | None) -> str:
+    name = X509_get_subject_name(cert) if cert else None
+    if not name:
+        return ""
+    buf = ctypes.create_string_buffer(512)
+    X509_NAME_oneline(name, buf, 512)
+    return buf.value.decode("utf-8", "replace")
+
+
+def _presented_chain(store_ctx: int) -> list[bytes]:
+    """The certificates the peer sent, its own first (the untrusted stack,
+    with the certificate being verified in front exactly once)."""
+    leaf = der_of(X509_STORE_CTX_get0_cert(store_ctx))
+    rest = stack_der(X509_STORE_CTX_get0_untrusted(store_ctx))
+    if rest and leaf is not None and rest[0] == leaf:
+        return rest
+    return ([leaf] if leaf is not None else []) + rest
 
 
 def _verify_callback(preverify_ok: int, store_ctx: int | None) -> int:
+    hooks = None
     try:
-        if preverify_ok and store_ctx and handshake_checks and X509_STORE_CTX_get_error_depth(store_ctx) == 0:
-            if not _STORE_IDX:
-                _STORE_IDX.append(SSL_get_ex_data_X509_STORE_CTX_idx())
-            check = handshake_checks.pop(X509_STORE_CTX_get_ex_data(store_ctx, _STORE_IDX[0]) or 0, None)
-            if check is not None:
-                code = check(
-                    stack_der(X509_STORE_CTX_get0_untrusted(store_ctx)),
-                    stack_der(X509_STORE_CTX_get0_chain(store_ctx)),
+        if not store_ctx:
+            return 0
+        hooks = ssl_hooks(_store_ssl(store_ctx))
+        if hooks is None:  # not a live twistls connection: never accept
+            return 0
+        depth = X509_STORE_CTX_get_error_depth(store_ctx)
+        if not preverify_ok:
+            if hooks.verify_failure is None:
+                hooks.verify_failure = (
+                    X509_STORE_CTX_get_error(store_ctx),
+                    depth,
+                    _subject(X509_STORE_CTX_get_current_cert(store_ctx)),
                 )
-                if code:
-                    X509_STORE_CTX_set_error(store_ctx, code)
-                    return 0
-        elif not preverify_ok and store_ctx:
-            if not _STORE_IDX:
-                _STORE_IDX.append(SSL_get_ex_data_X509_STORE_CTX_idx())
-            ssl = X509_STORE_CTX_get_ex_data(store_ctx, _STORE_IDX[0])
-            if ssl and ssl not in verify_failures:
-                depth = X509_STORE_CTX_get_error_depth(store_ctx)
-                code = X509_STORE_CTX_get_error(store_ctx)
-                subject = ""
-                cert = X509_STORE_CTX_get_current_cert(store_ctx)
-                if cert:
-                    name = X509_get_subject_name(cert)
-                    if name:
-                        buf = ctypes.create_string_buffer(512)
-                        X509_NAME_oneline(name, buf, 512)
-                        subject = buf.value.decode("utf-8", "replace")
-                verify_failures[ssl] = (code, depth, subject)
-    except BaseException:  # never raise into C; the verdict stays OpenSSL's
-        pass
-    return preverify_ok
+            return 1 if hooks.accept_unverified else 0
+        if depth == 0 and hooks.check is not None:
+            check, hooks.check = hooks.check, None  # once per handshake
+            verified = None if hooks.accept_unverified else stack_der(X509_STORE_CTX_get0_chain(store_ctx))
+            code = check(_presented_chain(store_ctx), verified)
+            if code:
+                X509_STORE_CTX_set_error(store_ctx, code)
+                return 0
+        return 1
+    except BaseException as exc:  # never raise into C; fail closed
+        if hooks is not None:
+            hooks.error = exc
+        return 0
 
 
 verify_callback = VERIFY_CB(_verify_callback)
+
+
+# --- the ClientHello callback (servers) --------------------------------------
+# TLS 1.2 without the extended master secret (RFC 7627) is refused here,
+# before the server sends anything, with a handshake_failure alert, instead
+# of after a completed handshake without one.
+CLIENT_HELLO_CB = CFUNCTYPE(c_int, _vp, POINTER(c_int), _vp)
+SSL_CTX_set_client_hello_cb = _fn(libssl, "SSL_CTX_set_client_hello_cb", None, _vp, CLIENT_HELLO_CB, _vp)
+SSL_client_hello_get0_ext = _fn(
+    libssl, "SSL_client_hello_get0_ext", c_int, _vp, c_uint, POINTER(POINTER(c_ubyte)), POINTER(c_size_t)
+)
+SSL_CLIENT_HELLO_SUCCESS = 1
+SSL_CLIENT_HELLO_ERROR = 0
+SSL_AD_HANDSHAKE_FAILURE = 40
+SSL_AD_INTERNAL_ERROR = 80
+_EXT_EXTENDED_MASTER_SECRET = 23
+_EXT_SUPPORTED_VERSIONS = 43
+_TLS1_2_VERSION = 0x0303
+_TLS1_3_VERSION = 0x0304
+
+
+def _client_hello_extension(ssl: int, kind: int) -> bytes | None:
+    data = POINTER(c_ubyte)()
+    size = c_size_t(0)
+    if SSL_client_hello_get0_ext(ssl, kind, ctypes.byref(data), ctypes.byref(size)) != 1:
+        return None
+    return ctypes.string_at(data, size.value) if size.value else b""
+
+
+SSL_client_hello_get0_legacy_version = _fn(libssl, "SSL_client_hello_get0_legacy_version", c_uint, _vp)
+
+
+def client_hello_versions(ssl: int) -> set[int]:
+    """The protocol versions a ClientHello offers (its supported_versions
+    extension, or else every version up to its legacy_version)."""
+    versions = _client_hello_extension(ssl, _EXT_SUPPORTED_VERSIONS)
+    if versions:
+        body = versions[1 : 1 + versions[0]]
+        return {body[i] << 8 | body[i + 1] for i in range(0, len(body) - 1, 2)}
+    legacy = int(SSL_client_hello_get0_legacy_version(ssl))
+    return set(range(0x0300, legacy + 1)) if 0x0300 <= legacy <= _TLS1_3_VERSION else set()
+
+
+def tls12_would_be_negotiated(ssl: int) -> bool:
+    """Whether this server would answer the ClientHello with TLS 1.2: the
+    client offers 1.2, and not also a 1.3 the server allows."""
+    minimum = int(SSL_ctrl(ssl, CTRL_GET_MIN_PROTO_VERSION, 0, None))
+    maximum = int(SSL_ctrl(ssl, CTRL_GET_MAX_PROTO_VERSION, 0, None)) or _TLS1_3_VERSION
+    offered = client_hello_versions(ssl)
+    if _TLS1_3_VERSION in offered and minimum <= _TLS1_3_VERSION <= maximum:
+        return False
+    return _TLS1_2_VERSION in offered and minimum <= _TLS1_2_VERSION <= maximum
+
+
+def _client_hello(ssl: int | None, alert: Any, arg: int | None) -> int:
+    hooks = None
+    try:
+        hooks = ssl_hooks(ssl)
+        if not ssl or hooks is None:
+            alert[0] = SSL_AD_INTERNAL_ERROR
+            return SSL_CLIENT_HELLO_ERROR
+        # Anything but TLS 1.2 is OpenSSL's to accept (1.3) or refuse (older).
+        if not tls12_would_be_negotiated(ssl) or _client_hello_extension(ssl, _EXT_EXTENDED_MASTER_SECRET) is not None:
+            return SSL_CLIENT_HELLO_SUCCESS
+        hooks.refusal = (
+            "the client offers TLS 1.2 without the extended master secret (RFC 7627), "
+            "which twistls requires"
+        )
+        alert[0] = SSL_AD_HANDSHAKE_FAILURE
+        return SSL_CLIENT_HELLO_ERROR
+    except BaseException as exc:  # never raise into C; fail closed
+        if hooks is not None:
+            hooks.error = exc
+        alert[0] = SSL_AD_INTERNAL_ERROR
+        return SSL_CLIENT_HELLO_ERROR
+
+
+client_hello_callback = CLIENT_HELLO_CB(_client_hello)
+
+
+def require_extended_master_secret(ctx: int) -> None:
+    """Server context ``ctx`` refuses TLS 1.2 ClientHellos without EMS."""
+    SSL_CTX_set_client_hello_cb(ctx, client_hello_callback, None)
 
 
 def set_min_max_version(ctx: int, minimum: str | None, maximum: str | None) -> None:
@@ -372,6 +593,14 @@ def set_mode(ctx: int, mode: int) -> int:
     return int(SSL_CTX_ctrl(ctx, CTRL_MODE, mode, None))
 
 
+CTRL_SET_MAX_CERT_LIST = 51
+
+
+def set_max_cert_list(ctx: int, size: int) -> None:
+    """Refuse peer certificate chains (the Certificate message) over ``size`` bytes."""
+    SSL_CTX_ctrl(ctx, CTRL_SET_MAX_CERT_LIST, size, None)
+
+
 def negotiated_group(ssl: int) -> int:
     """NID of the negotiated key-exchange group (0 if none)."""
     return int(SSL_ctrl(ssl, CTRL_GET_NEGOTIATED_GROUP, 0, None))
@@ -395,9 +624,9 @@ def alpn_selected(ssl: int) -> bytes | None:
 # =============================================================================
 # Features past M2Crypto's API (issue 4): ALPN, server SNI, session cache,
 # key log, CRLs.  Every callback below is a module-level CFUNCTYPE that lives as
-# long as the process; per-context / per-connection state sits in dicts keyed
-# by the SSL_CTX* / SSL* address.  Bodies catch BaseException and return the
-# fatal (or "ignore") code; the exception is kept in ``callback_errors``.
+# long as the process; per-context / per-connection state sits on the hooks
+# objects above.  Bodies catch BaseException and return the fatal (or
+# "ignore") code; the exception is kept on the connection's hooks.
 # =============================================================================
 
 SSL_TLSEXT_ERR_OK = 0
@@ -413,19 +642,10 @@ X509_V_FLAG_CRL_CHECK = 0x4
 X509_V_FLAG_CRL_CHECK_ALL = 0x8
 X509_FILETYPE_PEM = 1
 
-#: The last exception a callback swallowed, per SSL* (for diagnostics).
-callback_errors: dict[int, BaseException] = {}
-
 # --- ALPN ----------------------------------------------------------------------
 _PUB = POINTER(c_ubyte)
 ALPN_SELECT_CB = CFUNCTYPE(c_int, _vp, POINTER(_PUB), _PUB, _PUB, c_uint, _vp)
 SSL_CTX_set_alpn_select_cb = _fn(libssl, "SSL_CTX_set_alpn_select_cb", None, _vp, ALPN_SELECT_CB, _vp)
-
-#: Server ALPN preference lists in wire format (ctypes arrays, so ``*out`` may
-#: point into them), per connection (from the wrapped factory) and per context.
-alpn_by_ssl: dict[int, Any] = {}
-alpn_by_ctx: dict[int, Any] = {}
-
 
 def alpn_wire(protocols: list[bytes]) -> bytes:
     """Encode protocol names in the ALPN wire format (length-prefixed)."""
@@ -439,20 +659,23 @@ def alpn_array(protocols: list[bytes]) -> Any:
 
 
 def _alpn_select(ssl: int | None, out: Any, outlen: Any, inp: Any, inlen: int, arg: int | None) -> int:
+    hooks = None
     try:
-        if not ssl:
-            return SSL_TLSEXT_ERR_NOACK
-        server = alpn_by_ssl.get(ssl)
+        hooks = ssl_hooks(ssl)
+        if hooks is None:
+            return SSL_TLSEXT_ERR_ALERT_FATAL
+        server = hooks.alpn
         if server is None:
-            server = alpn_by_ctx.get(SSL_get_SSL_CTX(ssl) or 0)
+            context = ctx_hooks(SSL_get_SSL_CTX(ssl))
+            server = context.alpn if context is not None else None
         if server is None or not len(server):
             return SSL_TLSEXT_ERR_NOACK
         if SSL_select_next_proto(out, outlen, server, len(server), inp, inlen) != OPENSSL_NPN_NEGOTIATED:
             return SSL_TLSEXT_ERR_NOACK  # no overlap: go on without ALPN
         return SSL_TLSEXT_ERR_OK
     except BaseException as exc:  # never raise into C
-        if ssl:
-            callback_errors[ssl] = exc
+        if hooks is not None:
+            hooks.error = exc
         return SSL_TLSEXT_ERR_ALERT_FATAL
 
 
@@ -471,13 +694,10 @@ def set_client_alpn(ctx: int, protocols: list[bytes]) -> None:
         raise ValueError(f"OpenSSL refused the ALPN protocol list {protocols!r}")
 
 
-def set_server_alpn(ctx: int, protocols: list[bytes] | None) -> None:
+def set_server_alpn(ctx: int, hooks: ContextHooks, protocols: list[bytes] | None) -> None:
     """Install the ALPN select callback on server context ``ctx``; choose from
     ``protocols`` (server preference) unless a connection has its own list."""
-    if protocols:
-        alpn_by_ctx[ctx] = alpn_array(protocols)
-    else:
-        alpn_by_ctx.pop(ctx, None)
+    hooks.alpn = alpn_array(protocols) if protocols else None
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select_callback, None)
 
 
@@ -485,14 +705,10 @@ def set_server_alpn(ctx: int, protocols: list[bytes] | None) -> None:
 SNI_CB = CFUNCTYPE(c_int, _vp, POINTER(c_int), _vp)
 SSL_CTX_callback_ctrl = _fn(libssl, "SSL_CTX_callback_ctrl", c_long, _vp, c_int, SNI_CB)
 
-#: Per default SSL_CTX: (exact names -> SSL_CTX*, wildcard parents -> SSL_CTX*).
-#: Wildcard ``*.example.com`` is stored under ``example.com``.
-sni_maps: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
-
-
-def sni_choose(ctx: int, name: str | None) -> int | None:
-    """The SSL_CTX* that serves ``name`` on default context ``ctx`` (``None``: the default)."""
-    table = sni_maps.get(ctx)
+def sni_choose(hooks: ContextHooks | None, name: str | None) -> int | None:
+    """The SSL_CTX* that serves ``name`` on a default context with ``hooks``
+    (``None``: the default itself)."""
+    table = hooks.sni if hooks is not None else None
     if table is None or not name:
         return None
     exact, wild = table
@@ -506,35 +722,38 @@ def sni_choose(ctx: int, name: str | None) -> int | None:
 
 
 def _servername(ssl: int | None, alert: Any, arg: int | None) -> int:
+    hooks = None
     try:
-        if not ssl:
-            return SSL_TLSEXT_ERR_OK
+        hooks = ssl_hooks(ssl)
+        if hooks is None:
+            return SSL_TLSEXT_ERR_ALERT_FATAL
         ctx = SSL_get_SSL_CTX(ssl)
         raw = SSL_get_servername(ssl, 0)
         name = raw.decode("ascii", "replace") if raw else None
-        target = sni_choose(ctx or 0, name)
+        target = sni_choose(ctx_hooks(ctx), name)
         if target and target != ctx:
             if SSL_set_SSL_CTX(ssl, target) != target:
                 return SSL_TLSEXT_ERR_ALERT_FATAL
         return SSL_TLSEXT_ERR_OK
     except BaseException as exc:  # never raise into C (an uninitialised int would mean OK)
-        if ssl:
-            callback_errors[ssl] = exc
+        if hooks is not None:
+            hooks.error = exc
+        alert[0] = SSL_AD_INTERNAL_ERROR
         return SSL_TLSEXT_ERR_ALERT_FATAL
 
 
 servername_callback = SNI_CB(_servername)
 
 
-def set_sni(ctx: int, exact: dict[str, int], wildcard: dict[str, int]) -> None:
+def set_sni(ctx: int, hooks: ContextHooks, exact: dict[str, int], wildcard: dict[str, int]) -> None:
     """Choose among contexts by server_name on default context ``ctx``.
 
     Raises:
         ValueError: OpenSSL refused the callback.
     """
-    sni_maps[ctx] = (dict(exact), dict(wildcard))
+    hooks.sni = (dict(exact), dict(wildcard))
     if SSL_CTX_callback_ctrl(ctx, CTRL_SET_TLSEXT_SERVERNAME_CB, servername_callback) != 1:
-        sni_maps.pop(ctx, None)
+        hooks.sni = None
         drain_errors()
         raise ValueError("OpenSSL refused the server_name callback")
 
@@ -546,20 +765,18 @@ SSL_SESSION_free = _fn(libssl, "SSL_SESSION_free", None, _vp)
 SSL_SESSION_is_resumable = _fn(libssl, "SSL_SESSION_is_resumable", c_int, _vp)
 SSL_set_session = _fn(libssl, "SSL_set_session", c_int, _vp, _vp)
 
-#: Per client SSL*: called with a new SSL_SESSION* it now owns (one reference).
-session_sinks: dict[int, Any] = {}
-
-
 def _new_session(ssl: int | None, session: int | None) -> int:
+    hooks = None
     try:
-        sink = session_sinks.get(ssl or 0)
+        hooks = ssl_hooks(ssl)
+        sink = hooks.session_sink if hooks is not None else None
         if sink is None or not session:
             return 0  # OpenSSL keeps (and frees) the session
         sink(session)
         return 1  # the reference is ours now
     except BaseException as exc:
-        if ssl:
-            callback_errors[ssl] = exc
+        if hooks is not None:
+            hooks.error = exc
         return 0
 
 
@@ -567,7 +784,8 @@ new_session_callback = NEW_SESSION_CB(_new_session)
 
 
 def enable_client_session_cache(ctx: int) -> None:
-    """Hand every new client session of ``ctx`` to :data:`session_sinks` (for
+    """Hand every new client session of ``ctx`` to its connection's
+    ``session_sink`` (for
     TLS 1.3 that is when a NewSessionTicket is read, not at handshake end)."""
     SSL_CTX_ctrl(ctx, CTRL_SET_SESS_CACHE_MODE, SESS_CACHE_CLIENT | SESS_CACHE_NO_INTERNAL, None)
     SSL_CTX_sess_set_new_cb(ctx, new_session_callback)
@@ -588,39 +806,62 @@ def set_server_session_cache(ctx: int, size: int, timeout: int | None, tickets: 
 KEYLOG_CB = CFUNCTYPE(None, _vp, c_char_p)
 SSL_CTX_set_keylog_callback = _fn(libssl, "SSL_CTX_set_keylog_callback", None, _vp, KEYLOG_CB)
 
-#: Per SSL_CTX*: the open key-log file (shared between contexts naming one path).
-keylog_files: dict[int, Any] = {}
-_keylog_open: dict[str, Any] = {}
-
-
 def _keylog(ssl: int | None, line: bytes | None) -> None:
+    hooks = None
     try:
         if not ssl or not line:
             return
-        f = keylog_files.get(SSL_get_SSL_CTX(ssl) or 0)
+        hooks = ssl_hooks(ssl)
+        context = ctx_hooks(SSL_get_SSL_CTX(ssl))
+        f = context.keylog if context is not None else None
         if f is not None:
             f.write(line + b"\n")
             f.flush()
     except BaseException as exc:
-        if ssl:
-            callback_errors[ssl] = exc
+        if hooks is not None:
+            hooks.error = exc
 
 
 keylog_callback = KEYLOG_CB(_keylog)
 
 
-def set_keylog(ctx: int, path: str) -> None:
-    """Append the NSS key-log lines of every connection of ``ctx`` to ``path``
-    (created mode 0600).
+def open_keylog(path: str) -> Any:
+    """Open ``path`` for appending TLS secrets, safely.
+
+    The file is opened without following a symlink (``O_NOFOLLOW``) and must
+    be a regular file owned by this process's user; if others could read or
+    write it, it is made mode 0600 first.  A new file is created mode 0600.
 
     Raises:
-        OSError: the file cannot be opened.
+        OSError: the file cannot be opened, is a symlink, is not a regular
+            file, belongs to another user, or its mode cannot be set.
     """
-    f = _keylog_open.get(path)
-    if f is None or f.closed:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        f = _keylog_open[path] = os.fdopen(fd, "ab")
-    keylog_files[ctx] = f
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if st.st_uid != os.geteuid():
+            raise OSError(errno.EPERM, "owned by another user", path)
+        if st.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab")
+
+
+def set_keylog(ctx: int, hooks: ContextHooks, path: str) -> None:
+    """Append the NSS key-log lines of every connection of ``ctx`` to ``path``
+    (see :func:`open_keylog`).
+
+    Raises:
+        OSError: the file cannot be opened safely.
+    """
+    f = open_keylog(path)
+    if hooks.keylog is not None:
+        hooks.keylog.close()
+    hooks.keylog = f
     SSL_CTX_set_keylog_callback(ctx, keylog_callback)
 
 
@@ -680,22 +921,6 @@ def group_name(nid: int) -> str | None:
     return name
 
 
-def forget_ssl(address: int) -> None:
-    """Drop every per-connection entry for a freed ``SSL*``."""
-    verify_failures.pop(address, None)
-    handshake_checks.pop(address, None)
-    alpn_by_ssl.pop(address, None)
-    session_sinks.pop(address, None)
-    callback_errors.pop(address, None)
-
-
-def forget_ctx(address: int) -> None:
-    """Drop every per-context entry for a freed ``SSL_CTX*``."""
-    alpn_by_ctx.pop(address, None)
-    sni_maps.pop(address, None)
-    keylog_files.pop(address, None)
-
-
 # --- the verified chain (for the Checker's name-constraint and purpose checks) ---
 SSL_get0_verified_chain = _fn(libssl, "SSL_get0_verified_chain", _vp, _vp)
 OPENSSL_sk_num = _fn(libcrypto, "OPENSSL_sk_num", c_int, _vp)
@@ -719,18 +944,24 @@ def verified_chain_der(ssl: int) -> list[bytes]:
     return stack_der(SSL_get0_verified_chain(ssl))
 
 
+def der_of(x509: int | None) -> bytes | None:
+    """One ``X509*`` in DER (``None`` for NULL or an encoding failure)."""
+    size = i2d_X509(x509, None) if x509 else -1
+    if size <= 0:
+        return None
+    buf = (c_ubyte * size)()
+    cursor = ctypes.cast(buf, POINTER(c_ubyte))
+    i2d_X509(x509, ctypes.byref(cursor))
+    return bytes(buf)
+
+
 def stack_der(stack: int | None) -> list[bytes]:
     """The certificates of a ``STACK_OF(X509)`` in DER, in order (empty for NULL)."""
     if not stack:
         return []
     chain: list[bytes] = []
     for i in range(min(OPENSSL_sk_num(stack), 64)):
-        x509 = OPENSSL_sk_value(stack, i)
-        size = i2d_X509(x509, None) if x509 else -1
-        if size <= 0:
-            continue
-        buf = (c_ubyte * size)()
-        cursor = ctypes.cast(buf, POINTER(c_ubyte))
-        i2d_X509(x509, ctypes.byref(cursor))
-        chain.append(bytes(buf))
+        der = der_of(OPENSSL_sk_value(stack, i))
+        if der is not None:
+            chain.append(der)
     return chain

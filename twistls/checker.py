@@ -10,8 +10,11 @@ or OpenSSL.  Matching follows RFC 6125 through service-identity:
 * the subject commonName is used **only** when the caller passes
   ``allow_common_name=True`` *and* the certificate has no subjectAltName
   extension at all;
-* optional pins: SHA-256 digests of a SubjectPublicKeyInfo; the connection is
-  accepted only if some certificate the peer sent has a pinned key;
+* optional pins: SHA-256 digests of a SubjectPublicKeyInfo.  They are matched
+  against the *verified* chain only (leaf to trust anchor, as OpenSSL built
+  it), never against the list the peer sent, which it can pad with any
+  certificate; when the connection does not verify, only against the peer's
+  own certificate, whose key signed the handshake;
 * past what OpenSSL checks: the requested host itself must lie within the
   name constraints of every CA in the verified chain (OpenSSL only checks the
   names the certificate holds, so a ``*.example.com`` leaf under a CA that
@@ -170,16 +173,22 @@ class Checker:
 
         Args:
             chain_der: the certificates the peer sent, its own first, in DER.
+                Only its first certificate (the peer's own) is trusted for
+                anything; the rest is what the peer chose to send.
             verified_chain: the chain OpenSSL verified, peer first and trust
-                anchor last, in DER; its CAs' name constraints are held
-                against the hostname (default: the CAs in ``chain_der``).
+                anchor last, in DER, or ``None`` when the peer was not
+                verified.  Pins must match a key of this chain (without it:
+                the peer's own certificate); its CAs' name constraints are
+                held against the hostname (without it: those of the CAs the
+                peer sent, which can only make the check stricter).
 
         Raises:
             HostnameMismatchError: the certificate does not name the host.
             NameConstraintsError: a CA's name constraints exclude the host.
             CertificatePurposeError: the certificate's extendedKeyUsage
                 does not allow :attr:`purpose`.
-            PinMismatchError: no certificate in the chain has a pinned key.
+            PinMismatchError: no certificate of the verified chain (or, for
+                an unverified peer, its own certificate) has a pinned key.
             NoPeerCertificateError: the chain is empty.
 
         The verdict depends on nothing but the chains and this Checker's
@@ -215,7 +224,7 @@ class Checker:
             cas = verified_chain[1:] if verified_chain else chain_der[1:]
             self.check_name_constraints([x509.load_der_x509_certificate(der) for der in cas])
         if self.pins:
-            self.check_pins(chain_der)
+            self.check_pins(verified_chain if verified_chain else chain_der[:1])
 
     def check_hostname(self, cert: x509.Certificate) -> None:
         """Match :attr:`hostname` against ``cert``.
@@ -343,7 +352,8 @@ class Checker:
             )
 
     def check_pins(self, chain_der: Iterable[bytes]) -> None:
-        """Require a pinned key somewhere in ``chain_der``.
+        """Require a pinned key somewhere in ``chain_der``: pass only the
+        verified chain, or the peer's own certificate (see :meth:`check`).
 
         Raises:
             PinMismatchError: none of the keys is pinned.
@@ -352,7 +362,7 @@ class Checker:
         if any(a in self.pins for a in actual):
             return
         raise PinMismatchError(
-            "no certificate the peer sent has a pinned public key: pinned "
+            "no verified certificate of the peer has a pinned public key: pinned "
             + ", ".join(self.pins)
             + "; the peer's keys are "
             + ", ".join(actual),

@@ -90,7 +90,7 @@ Every way these functions behave differently from M2Crypto 0.51's
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twistls.context import ClientContextFactory, ServerContextFactory
 from twistls.errors import ConfigurationError, TLSError, VerificationError
@@ -162,8 +162,8 @@ def _check_argument(check: Any, where: str, *, client: bool = True) -> PostConne
     return check  # type: ignore[no-any-return]
 
 
-def _run_check(check: PostConnectionCheck, engine: Any, expected: str | None) -> None:
-    der = engine.peer_certificate_der()
+def _run_check(check: PostConnectionCheck, peer_chain: Sequence[bytes], expected: str | None) -> None:
+    der = peer_chain[0] if peer_chain else None
     peer = None
     if der:
         from M2Crypto import X509
@@ -204,10 +204,10 @@ class _Checked:
         first = engine._verifier
         check, expected = self._check, self._expected
 
-        def verifier(e: Any) -> None:
+        def verifier(peer_chain: Sequence[bytes], verified_chain: Sequence[bytes] | None) -> None:
             if first is not None:
-                first(e)
-            _run_check(check, e, expected)
+                first(peer_chain, verified_chain)
+            _run_check(check, peer_chain, expected)
 
         engine._verifier = verifier
         return engine

@@ -21,7 +21,9 @@ which logs a warning.
 Server: certificate chain and key from PEM files (a key that does not match
 the certificate is refused at construction); client certificates only when
 ``client_cafile``/``client_capath`` is given, then required and verified
-unless ``require_client_certificate=False``.
+unless ``require_client_certificate=False``; TLS 1.2 clients that do not
+offer the extended master secret are refused in the ClientHello, with a
+``handshake_failure`` alert.
 
 .. versionadded:: 0.1
 """
@@ -89,6 +91,11 @@ DEFAULT_OPTIONS = _ossl.OP_NO_COMPRESSION | _ossl.OP_NO_RENEGOTIATION | _ossl.OP
 DEFAULT_SECURITY_LEVEL = 2
 DEFAULT_VERIFY_DEPTH = 9
 DEFAULT_HANDSHAKE_TIMEOUT = 30.0
+#: The largest client certificate chain a server accepts (OpenSSL's default
+#: is 100 KiB, which lets one client pad every cached session with junk).
+DEFAULT_MAX_PEER_CHAIN_SIZE = 32 * 1024
+#: What a server's session cache may hold in client chains, at most.
+DEFAULT_SESSION_CACHE_MEMORY = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -436,9 +443,12 @@ def _enable_keylog(handle: ContextHandle, path: str | None, role: str) -> None:
     if path is None:
         return
     try:
-        _ossl.set_keylog(handle.address, path)
+        _ossl.set_keylog(handle.address, handle.hooks, path)
     except OSError as exc:
-        raise ConfigurationError(f"cannot open the key-log file {path!r}: {exc.strerror}") from None
+        raise ConfigurationError(
+            f"cannot open the key-log file {path!r} safely: {exc.strerror} "
+            "(it must be a regular file, not a symlink, owned by this user)"
+        ) from None
     log.warning(
         "twistls %s context writes TLS secrets to the key-log file %r: anyone who can read it can "
         "decrypt the traffic; use only for debugging",
@@ -447,8 +457,15 @@ def _enable_keylog(handle: ContextHandle, path: str | None, role: str) -> None:
     )
 
 
+#: A cached client session: the ``SSL_SESSION*`` and the chain verified when
+#: it was made (``None``: the connection verified none).
+_Cached = tuple[int, Union[tuple[bytes, ...], None]]
+
+
 class _SessionCache:
-    """A bounded LRU of client ``SSL_SESSION*`` keyed by (host, port, server_name).
+    """A bounded LRU of client ``SSL_SESSION*`` keyed by (host, port,
+    server_name, expected hostname), each with the chain verified when it
+    was made, so that a resumed connection is held to the same checks.
 
     Owns one reference per stored session, released on eviction, replacement
     and garbage collection.
@@ -456,39 +473,45 @@ class _SessionCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._sessions: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+        self._sessions: OrderedDict[tuple[Any, ...], _Cached] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def get(self, key: tuple[Any, ...]) -> int | None:
+    def get(self, key: tuple[Any, ...]) -> _Cached | None:
         with self._lock:
-            session = self._sessions.get(key)
-            if session is None:
+            entry = self._sessions.get(key)
+            if entry is None:
                 return None
-            if not _ossl.SSL_SESSION_is_resumable(session):
+            if not _ossl.SSL_SESSION_is_resumable(entry[0]):
                 # e.g. its connection ended without close_notify
                 del self._sessions[key]
             else:
                 self._sessions.move_to_end(key)
-                return session
-        _ossl.SSL_SESSION_free(session)
+                return entry
+        _ossl.SSL_SESSION_free(entry[0])
         return None
 
-    def put(self, key: tuple[Any, ...], session: int) -> None:
+    def put(self, key: tuple[Any, ...], session: int, verified_chain: tuple[bytes, ...] | None = None) -> None:
         with self._lock:
             old = self._sessions.pop(key, None)
-            self._sessions[key] = session
-            evicted = [old] if old is not None and old != session else []
+            self._sessions[key] = (session, verified_chain)
+            evicted = [old[0]] if old is not None and old[0] != session else []
             while len(self._sessions) > self.size:
-                evicted.append(self._sessions.popitem(last=False)[1])
+                evicted.append(self._sessions.popitem(last=False)[1][0])
         for item in evicted:
             _ossl.SSL_SESSION_free(item)
 
+    def discard(self, key: tuple[Any, ...]) -> None:
+        with self._lock:
+            entry = self._sessions.pop(key, None)
+        if entry is not None:
+            _ossl.SSL_SESSION_free(entry[0])
+
     def clear(self) -> None:
         with self._lock:
-            sessions = list(self._sessions.values())
+            sessions = [entry[0] for entry in self._sessions.values()]
             self._sessions.clear()
         for item in sessions:
             _ossl.SSL_SESSION_free(item)
@@ -621,8 +644,13 @@ class ClientContextFactory(_ContextFactory):
         self.protocol = _Protocol(minimum_version, maximum_version, ciphers, ciphersuites, groups)
         self._handle = handle = _build(self.protocol, server=False)
         if self.insecure_skip_verify:
+            # OpenSSL still verifies (the result is in connection_info) but
+            # chain errors do not fail the handshake; VERIFY_PEER keeps the
+            # verify callback's verdict fatal, so a pin mismatch, checked
+            # inside the handshake on the peer's own certificate, sends an alert.
             handle.verifying = False
-            _ossl.SSL_CTX_set_verify(handle.address, _ossl.VERIFY_NONE, _ossl.verify_callback)
+            handle.accept_unverified = True
+            _ossl.SSL_CTX_set_verify(handle.address, _ossl.VERIFY_PEER, _ossl.verify_callback)
             log.warning(
                 "twistls client context with insecure_skip_verify=True: peer certificates and names are NOT checked"
             )
@@ -697,24 +725,48 @@ class ClientContextFactory(_ContextFactory):
                 "(or use with_hostname())"
             )
         checker = self._checker
-        verifier = None if checker is None else (
-            lambda engine: checker.check(engine.peer_chain_der(), verified_chain=engine.verified_chain_der())
-        )
+        verifier = None if checker is None else _verifier(checker)
         engine = TLSEngine(self._handle, client=True, server_hostname=self._sni, verifier=verifier)
         cache = self._sessions
         if cache is not None:
             host, port = peer_address if peer_address is not None else (self.hostname, None)
-            key = (host, port, self._sni)
-            session = cache.get(key)
-            if session is not None:
-                engine.use_session(session)
-            engine.on_new_session(lambda new: cache.put(key, new))
+            key = (host, port, self._sni, self.hostname)
+            cached = cache.get(key)
+            if cached is not None:
+                session, chain = cached
+                # Offer a session only if the chain it was made with passes
+                # this factory's checks now; else a full handshake decides.
+                if verifier is not None and _refused(verifier, chain):
+                    cache.discard(key)
+                else:
+                    engine.use_session(session, chain)
+            engine.on_new_session(lambda new, chain: cache.put(key, new, chain))
         return engine
 
     def clear_sessions(self) -> None:
         """Forget every cached session (the next connections do full handshakes)."""
         if self._sessions is not None:
             self._sessions.clear()
+
+
+def _verifier(checker: Checker) -> Callable[[Sequence[bytes], Sequence[bytes] | None], None]:
+    """The engine verifier that runs ``checker`` on the handshake's chains."""
+
+    def verify(peer_chain: Sequence[bytes], verified_chain: Sequence[bytes] | None) -> None:
+        checker.check(peer_chain, verified_chain=verified_chain)
+
+    return verify
+
+
+def _refused(verifier: Callable[[Sequence[bytes], Sequence[bytes] | None], None], chain: Sequence[bytes] | None) -> bool:
+    """Whether ``verifier`` refuses a cached session's verified ``chain``."""
+    if not chain:
+        return False  # made by a non-verifying connection: checked after resumption
+    try:
+        verifier(chain[:1], chain)
+    except Exception:  # any refusal (or bug): do not offer the session
+        return True
+    return False
 
 
 class ServerContextFactory(_ContextFactory):
@@ -730,8 +782,19 @@ class ServerContextFactory(_ContextFactory):
         client_cafile: PEM file of CAs that client certificates must chain
             to; enables client certificates.
         client_capath: hashed directory of such CAs.
-        require_client_certificate: with client CAs given, whether a client
-            without a certificate is refused (default ``True``).
+        require_client_certificate: whether a client without a certificate
+            is refused.  Default (``None``): yes when client CAs are given.
+            ``True`` without ``client_cafile``/``client_capath`` is a
+            ConfigurationError (there would be nothing to verify against);
+            ``False`` with client CAs makes the certificate optional (a
+            client that sends one is still verified).
+        max_peer_chain_size: the largest client certificate chain (the
+            Certificate message, in bytes) accepted; bigger ones fail the
+            handshake.  It also bounds what one cached session holds.
+        session_cache_memory: with client certificates, the session cache
+            holds each client's chain: its entries are capped at
+            ``session_cache_memory // max_peer_chain_size`` so that the
+            cache cannot grow past this many bytes of chains.
         verify_depth: maximum client chain length.
         minimum_version, maximum_version, ciphers, ciphersuites, groups: as
             for :class:`ClientContextFactory`.
@@ -775,8 +838,10 @@ class ServerContextFactory(_ContextFactory):
         passphrase: Passphrase | None = None,
         client_cafile: str | os.PathLike[str] | None = None,
         client_capath: str | os.PathLike[str] | None = None,
-        require_client_certificate: bool = True,
+        require_client_certificate: bool | None = None,
         verify_depth: int = DEFAULT_VERIFY_DEPTH,
+        max_peer_chain_size: int = DEFAULT_MAX_PEER_CHAIN_SIZE,
+        session_cache_memory: int = DEFAULT_SESSION_CACHE_MEMORY,
         minimum_version: str = "TLSv1.2",
         maximum_version: str | None = None,
         ciphers: str = DEFAULT_CIPHERS,
@@ -804,9 +869,24 @@ class ServerContextFactory(_ContextFactory):
         self._passphrase = None if passphrase is None else _Secret(passphrase)
         self.client_cafile = None if client_cafile is None else os.fspath(client_cafile)
         self.client_capath = None if client_capath is None else os.fspath(client_capath)
-        self.require_client_certificate = bool(require_client_certificate)
-        self.verify_depth = verify_depth
         self.verifies_clients = client_cafile is not None or client_capath is not None
+        if require_client_certificate and not self.verifies_clients:
+            raise ConfigurationError(
+                "require_client_certificate=True needs client_cafile or client_capath: "
+                "the CAs that client certificates must chain to"
+            )
+        self.require_client_certificate = (
+            self.verifies_clients if require_client_certificate is None else bool(require_client_certificate)
+        )
+        self.verify_depth = verify_depth
+        for name, value, low in (
+            ("max_peer_chain_size", max_peer_chain_size, 1024),
+            ("session_cache_memory", session_cache_memory, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigurationError(f"{name} must be a whole number of bytes >= {low}, not {value!r}")
+        self.max_peer_chain_size = max_peer_chain_size
+        self.session_cache_memory = session_cache_memory
         self.alpn_protocols = _alpn_list(alpn_protocols)
         self.sni_certificates = _sni_table(sni_certificates or {})
         _check_cache_size(session_cache_size)
@@ -858,7 +938,7 @@ class ServerContextFactory(_ContextFactory):
                 else:
                     exact[name] = target.address
             try:
-                _ossl.set_sni(handle.address, exact, wild)
+                _ossl.set_sni(handle.address, handle.hooks, exact, wild)
             except ValueError as exc:
                 raise ConfigurationError(str(exc)) from None
         return handle
@@ -869,6 +949,8 @@ class ServerContextFactory(_ContextFactory):
         # One session ID context for the factory, whichever certificate SNI picks.
         sid = hashlib.sha256(b"twistls:" + os.fsencode(self.certificate)).digest()[:32]
         _ossl.SSL_CTX_set_session_id_context(handle.address, sid, len(sid))
+        _ossl.set_max_cert_list(handle.address, self.max_peer_chain_size)
+        _ossl.require_extended_master_secret(handle.address)
         if self.verifies_clients:
             mode = _ossl.VERIFY_PEER | (_ossl.VERIFY_FAIL_IF_NO_PEER_CERT if self.require_client_certificate else 0)
             _set_verify(handle, mode, self.verify_depth)
@@ -880,9 +962,9 @@ class ServerContextFactory(_ContextFactory):
                 _ossl.ERR_clear_error()
             crlfile, crl_path, crl_check = self._crl
             _load_crls(handle, _crl_files(crlfile, crl_path, crl_check), crl_check)
-        _ossl.set_server_alpn(handle.address, list(self.alpn_protocols))
+        _ossl.set_server_alpn(handle.address, handle.hooks, list(self.alpn_protocols))
         _ossl.set_server_session_cache(
-            handle.address, self.session_cache_size, self.session_timeout, self.session_tickets
+            handle.address, self.effective_session_cache_size, self.session_timeout, self.session_tickets
         )
         _enable_keylog(handle, self.keylog_file, "server")
         return handle
@@ -932,6 +1014,14 @@ class ServerContextFactory(_ContextFactory):
             self._handle = handle
             log.info("twistls: reloaded the server certificate from %r", self.certificate)
 
+    @property
+    def effective_session_cache_size(self) -> int:
+        """The server session cache's capacity: ``session_cache_size``, capped
+        by ``session_cache_memory`` when cached sessions hold client chains."""
+        if not self.verifies_clients:
+            return self.session_cache_size
+        return min(self.session_cache_size, self.session_cache_memory // self.max_peer_chain_size)
+
     def create_engine(self) -> TLSEngine:
         """A new server engine for one connection."""
         if self.verifies_clients:
@@ -942,11 +1032,10 @@ class ServerContextFactory(_ContextFactory):
 _CLIENT_PURPOSE = Checker(purpose="client")
 
 
-def _check_client_purpose(engine: TLSEngine) -> None:
+def _check_client_purpose(peer_chain: Sequence[bytes], verified_chain: Sequence[bytes] | None) -> None:
     """A client certificate with an extendedKeyUsage must allow clientAuth."""
-    chain = engine.peer_chain_der()
-    if chain:
-        _CLIENT_PURPOSE.check_purpose(x509.load_der_x509_certificate(chain[0]))
+    if peer_chain:
+        _CLIENT_PURPOSE.check_purpose(x509.load_der_x509_certificate(peer_chain[0]))
 
 
 def _sni_table(entries: Mapping[str, Any]) -> dict[str, tuple[str, str | None]]:
