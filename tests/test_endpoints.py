@@ -656,3 +656,215 @@ class ConnectionOptionStringTests(TestCase):
             yield client.lost
         with self.assertRaises(HostnameMismatchError):
             yield self.connect(port, host="c.example", extra=f":endpoint=tcp\\:127.0.0.1\\:{port}")
+
+
+class StrictStringTests(SynchronousTestCase):
+    """Endpoint strings never fall back to weaker settings: empty values, repeated keys,
+    unknown keys, loose booleans and zero or negative numbers are one-line ConfigurationErrors."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactor()
+        self.p = pki()
+        p = self.p
+        self.client = {
+            "host": "localhost",
+            "port": "443",
+            "caFile": _esc(p.cafile),
+        }
+        self.server = {
+            "port": "0",
+            "certificate": _esc(p.server.cert),
+            "privateKey": _esc(p.server.key),
+        }
+
+    def client_string(self, **extra: str) -> str:
+        return "twistls:" + ":".join(f"{k}={v}" for k, v in {**self.client, **extra}.items())
+
+    def server_string(self, **extra: str) -> str:
+        return "twistls:" + ":".join(f"{k}={v}" for k, v in {**self.server, **extra}.items())
+
+    def assert_refused(self, text: str | bytes, *needles: str, server: bool = False) -> None:
+        """``text`` raises a one-line ConfigurationError containing every needle."""
+        parse = serverFromString if server else clientFromString
+        with self.assertRaises(ConfigurationError, msg=text) as caught:
+            parse(self.reactor, text)
+        message = str(caught.exception)
+        for needle in needles:
+            self.assertIn(needle, message, text)
+        self.assertNotIn("\n", message, text)
+
+    def test_empty_value_of_every_client_key_is_refused(self) -> None:
+        """Each client key given an empty (or blank) value is refused with an error naming it."""
+        from twistls.endpoints import _CLIENT_KEYS
+
+        for key in sorted(_CLIENT_KEYS):
+            for empty in ("", " "):
+                self.assert_refused(self.client_string(**{key: empty}), key)
+
+    def test_empty_value_of_every_server_key_is_refused(self) -> None:
+        """Each server key given an empty (or blank) value is refused with an error naming it."""
+        from twistls.endpoints import _SERVER_KEYS
+
+        for key in sorted(_SERVER_KEYS):
+            for empty in ("", " "):
+                self.assert_refused(self.server_string(**{key: empty}), key, server=True)
+
+    def test_empty_positional_arguments_are_refused(self) -> None:
+        """An empty positional host, port or a stray ':' is refused, naming what is missing."""
+        ca = _esc(self.p.cafile)
+        self.assert_refused(f"twistls::443:caFile={ca}", "host")
+        self.assert_refused(f"twistls:localhost::caFile={ca}", "port")
+        self.assert_refused(f"twistls:localhost:443::caFile={ca}", "':'")
+        self.assert_refused(f"twistls::certificate={_esc(self.p.server.chain)}", "port", server=True)
+        self.assert_refused(f"twistls:0:certificate={_esc(self.p.server.chain)}:", "':'", server=True)
+
+    def test_pins_without_a_pin_are_refused(self) -> None:
+        """pins=, pins=, and a pin list with an empty item are refused, naming pins."""
+        pin = "a" * 64
+        for value in ("", ",", " , ", f"{pin},", f",{pin}", f"{pin},,{pin}"):
+            self.assert_refused(self.client_string(pins=value), "pins")
+
+    def test_alpn_without_a_protocol_is_refused(self) -> None:
+        """alpn=, and an ALPN list with an empty item are refused, naming alpn."""
+        for value in (",", "h2,", "h2,,http/1.1"):
+            self.assert_refused(self.client_string(alpn=value), "alpn")
+
+    def test_empty_handshake_timeout_is_refused_not_unlimited(self) -> None:
+        """handshakeTimeout= (empty) is an error in both roles, not "no timeout"."""
+        self.assert_refused(self.client_string(handshakeTimeout=""), "handshakeTimeout")
+        self.assert_refused(self.server_string(handshakeTimeout=""), "handshakeTimeout", server=True)
+
+    def test_repeated_client_keys_are_refused(self) -> None:
+        """A client key given twice is refused even when the last value would be stricter or equal."""
+        ca = _esc(self.p.cafile)
+        pin = "a" * 64
+        cases = {
+            f"twistls:localhost:443:caFile={ca}:insecureSkipVerify=no:insecureSkipVerify=yes": "insecureSkipVerify",
+            f"twistls:localhost:443:caFile={ca}:insecureSkipVerify=yes:insecureSkipVerify=no": "insecureSkipVerify",
+            f"twistls:localhost:443:caFile={ca}:handshakeTimeout=5:handshakeTimeout=none": "handshakeTimeout",
+            f"twistls:localhost:443:caFile={ca}:pins={pin}:pins={'b' * 64}": "pins",
+            f"twistls:localhost:443:caFile={ca}:caFile={ca}": "caFile",
+            f"twistls:localhost:443:caFile={ca}:legacyCommonName=no:legacyCommonName=no": "legacyCommonName",
+            f"twistls:host=localhost:host=evil.example:port=443:caFile={ca}": "host",
+            f"twistls:host=localhost:port=443:port=444:caFile={ca}": "port",
+        }
+        for text, key in cases.items():
+            self.assert_refused(text, key, "more than once")
+
+    def test_repeated_server_keys_are_refused(self) -> None:
+        """A server key given twice is refused, e.g. requireClientCertificate=yes then =no."""
+        ca = _esc(self.p.cafile)
+        chain = _esc(self.p.server.chain)
+        cases = {
+            f"twistls:0:certificate={chain}:caFile={ca}:requireClientCertificate=yes:requireClientCertificate=no":
+                "requireClientCertificate",
+            f"twistls:0:certificate={chain}:caFile={ca}:caFile={ca}": "caFile",
+            f"twistls:0:certificate={chain}:interface=127.0.0.1:interface=0.0.0.0": "interface",
+            f"twistls:0:certificate={chain}:certificate={chain}": "certificate",
+            f"twistls:0:certificate={chain}:handshakeTimeout=5:handshakeTimeout=none": "handshakeTimeout",
+            f"twistls:port=0:port=1:certificate={chain}": "port",
+        }
+        for text, key in cases.items():
+            self.assert_refused(text, key, "more than once", server=True)
+
+    def test_repeated_keys_in_bytes_strings_are_refused(self) -> None:
+        """Repeated keys are found in bytes strings too."""
+        text = self.client_string(insecureSkipVerify="no") + ":insecureSkipVerify=yes"
+        self.assert_refused(text.encode("utf-8"), "insecureSkipVerify", "more than once")
+        text = self.server_string(handshakeTimeout="5") + ":handshakeTimeout=none"
+        self.assert_refused(text.encode("utf-8"), "handshakeTimeout", "more than once", server=True)
+
+    def test_repeated_key_inside_endpoint_is_refused(self) -> None:
+        """A key repeated inside the nested endpoint= string is refused, naming it and endpoint."""
+        self.assert_refused(self.client_string(endpoint="tcp\\:host=10.0.0.5\\:port=1\\:port=2"), "endpoint", "port")
+        self.assert_refused(
+            self.client_string(endpoint="twistls\\:host=a\\:port=1\\:insecureSkipVerify=no\\:insecureSkipVerify=yes"),
+            "insecureSkipVerify",
+        )
+
+    def test_each_key_once_is_still_accepted(self) -> None:
+        """The same keys given once each parse; a key and a value that look alike are not repeats."""
+        endpoint = clientFromString(self.reactor, self.client_string(insecureSkipVerify="no", alpn="h2"))
+        self.assertFalse(endpoint.context_factory.insecure_skip_verify)
+        endpoint = clientFromString(self.reactor, self.client_string(endpoint="tcp\\:host=10.0.0.5\\:port=1"))
+        self.assertIsInstance(endpoint.wrapped_endpoint, TCP4ClientEndpoint)
+        endpoint = serverFromString(self.reactor, self.server_string(caFile=_esc(self.p.cafile)))
+        self.assertTrue(endpoint.context_factory.verifies_clients)
+
+    def test_unknown_keys_are_refused(self) -> None:
+        """Keys the grammar does not have (other spellings, Python-API-only settings, an empty key) are refused by name."""
+        for key in ("cafile", "verifyDepth", "minimumVersion", "crlFile", "insecure_skip_verify", "hostname"):
+            self.assert_refused(self.client_string(**{key: "0"}), key)
+        for key in ("requireClientCert", "verifyDepth", "minimumVersion", "crlFile", "clientCaFile"):
+            self.assert_refused(self.server_string(**{key: "0"}), key, server=True)
+        self.assert_refused(self.client_string() + ":=yes", "empty key")
+        self.assert_refused(self.server_string() + ":=yes", "empty key", server=True)
+
+    def test_booleans_take_only_the_documented_words(self) -> None:
+        """Boolean keys refuse anything but yes/no, true/false, on/off, 1/0 (any case), naming the key."""
+        for key in ("legacyCommonName", "insecureSkipVerify", "allowTruncation"):
+            for bad in ("maybe", "y", "n", "2", "-1", "yes please", "nope", "t", "enabled"):
+                self.assert_refused(self.client_string(**{key: bad}), key)
+        for key in ("requireClientCertificate", "allowTruncation"):
+            for bad in ("maybe", "y", "2", "required", "optional"):
+                self.assert_refused(self.server_string(caFile=_esc(self.p.cafile), **{key: bad}), key, server=True)
+        for word, expected in (("YES", True), ("True", True), ("on", True), ("1", True),
+                               ("no", False), ("FALSE", False), ("off", False), ("0", False)):
+            endpoint = clientFromString(self.reactor, self.client_string(legacyCommonName=word))
+            self.assertIs(endpoint.context_factory.allow_common_name, expected, word)
+
+    def test_zero_and_negative_numbers_are_refused(self) -> None:
+        """Zero, negative, infinite and NaN timeouts, ports and backlogs are refused by key; "none" is the only "no limit"."""
+        for key in ("handshakeTimeout", "idleTimeout", "timeout"):
+            for bad in ("0", "0.0", "-1", "-0.5", "inf", "nan", "soon", "1e999"):
+                self.assert_refused(self.client_string(**{key: bad}), key)
+        for key in ("handshakeTimeout", "idleTimeout"):
+            for bad in ("0", "-1", "inf", "nan"):
+                self.assert_refused(self.server_string(**{key: bad}), key, server=True)
+        self.assert_refused(self.client_string(timeout="none"), "timeout")
+        for bad in ("0", "-1", "65536", "1.5", "0x50"):
+            self.assert_refused(self.client_string(port=bad), "port")
+        for bad in ("-1", "65536", "1.5"):
+            self.assert_refused(self.server_string(port=bad), "port", server=True)
+        for bad in ("0", "-1", "ten"):
+            self.assert_refused(self.server_string(backlog=bad), "backlog", server=True)
+        endpoint = clientFromString(self.reactor, self.client_string(handshakeTimeout="NONE", idleTimeout="never"))
+        self.assertIsNone(endpoint.context_factory.handshake_timeout)
+        self.assertIsNone(endpoint.idle_timeout)
+
+    def test_a_lone_trailing_backslash_is_refused(self) -> None:
+        """A nested endpoint= ending in a lone backslash is a ConfigurationError, not a RuntimeError."""
+        self.assert_refused(self.client_string(endpoint="tcp\\:10.0.0.5\\:1\\\\"), "endpoint")
+
+    def test_split_matches_twisted(self) -> None:
+        """The private splitter reads strings exactly as Twisted's own parser does (last value wins there)."""
+        from twisted.internet.endpoints import _parse
+
+        from twistls.endpoints import _split_description
+
+        for text in (
+            "twistls:a:b=c=d:e",
+            "twistls:=x",
+            "twistls:",
+            "twistls:8443:",
+            "twistls:a\\:b:k=v\\:w",
+            "twistls:k=:j",
+            "twistls:a\\=b:c\\\\d=e",
+            "TWISTLS:x:k=v:k=w",
+            b"twistls:x:k=v:k=w",
+        ):
+            args, pairs = _split_description(text)
+            twisted_args, twisted_kwargs = _parse(text)
+            decode = (lambda v: v.decode("utf-8")) if isinstance(text, bytes) else (lambda v: v)
+            self.assertEqual(args, [decode(a) for a in twisted_args], text)
+            self.assertEqual(dict(pairs), {k: decode(v) for k, v in twisted_kwargs.items()}, text)
+
+    def test_direct_parser_calls_are_checked_too(self) -> None:
+        """Calling the plugin parsers directly (no string) still refuses empty and unknown values."""
+        ca = self.p.cafile
+        endpoint = _ClientParser().parseStreamClient(self.reactor, host="localhost", port="443", caFile=ca)
+        self.assertEqual(endpoint.hostname, "localhost")
+        with self.assertRaises(ConfigurationError):
+            _ClientParser().parseStreamClient(self.reactor, host="localhost", port="443", caFile=ca, pins="")
+        with self.assertRaises(ConfigurationError):
+            _ServerParser().parseStreamServer(self.reactor, "0", certificate=self.p.server.chain, handshakeTimeout="")

@@ -228,6 +228,51 @@ class EchoTests(TwistdTestCase):
         self.assert_stops_cleanly(proc)
 
 
+class EchoClientCertificateTests(TwistdTestCase):
+    """``twistd -n twistls echo --listen twistls:... --client-ca CA`` requires client certificates on every port."""
+
+    def ssl_context_with(self, leaf: Any) -> ssl.SSLContext:
+        context = self.ssl_context()
+        if leaf is not None:
+            context.load_cert_chain(leaf.cert, leaf.key)
+        return context
+
+    def roundtrip(self, port: int, leaf: Any, *, starttls: bool = False) -> bytes:
+        """Send b"ping" over TLS (after STARTTLS if asked) with ``leaf``'s certificate or none; return the echo."""
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            if starttls:
+                raw.sendall(b"STARTTLS\r\n")
+                self.assertEqual(_read_line(raw), b"OK begin TLS\r\n")
+            with self.ssl_context_with(leaf).wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(b"ping")
+                data = b""
+                while len(data) < 4:
+                    chunk = s.recv(100)
+                    if not chunk:
+                        break
+                    data += chunk
+                return data
+
+    def test_listen_and_starttls_ports_require_a_client_certificate(self) -> None:
+        """Both the --listen TLS port and the STARTTLS port refuse a client without a certificate and echo to one with it."""
+        tls_port, plain_port = free_port(), free_port()
+        listen = (
+            f"twistls:{tls_port}:certificate={_esc(self.p.server.cert)}:privateKey={_esc(self.p.server.key)}"
+            ":interface=127.0.0.1"
+        )
+        proc = self.start(
+            "echo-mtls", "twistls", "echo", "--listen", listen, "--client-ca", self.p.cafile,
+            "--interface", "127.0.0.1", "--starttls-port", str(plain_port), port=tls_port,
+        )
+        wait_for_port(plain_port, proc, proc.log)  # type: ignore[attr-defined]
+        for starttls, port in ((False, tls_port), (True, plain_port)):
+            with self.assertRaises(ssl.SSLError, msg=f"starttls={starttls}") as caught:
+                self.roundtrip(port, None, starttls=starttls)
+            self.assertIn("CERTIFICATE_REQUIRED", str(caught.exception).upper().replace(" ", "_"))
+            self.assertEqual(self.roundtrip(port, self.p.client, starttls=starttls), b"ping")
+        self.assert_stops_cleanly(proc)
+
+
 def _read_line(sock: socket.socket) -> bytes:
     line = b""
     while not line.endswith(b"\n"):
@@ -347,18 +392,27 @@ class BadOptionTests(TwistdTestCase):
     """Bad options end twistd with a one-line error, not a traceback."""
 
     def test_bad_options(self) -> None:
-        """Missing certificate, mismatched key and unknown endpoint keyword each give a one-line error."""
+        """Missing certificate, mismatched key, unknown or repeated keywords, empty pins and conflicting options each end twistd with an error naming them."""
         p = self.p
         cases = [
             (("twistls", "echo", "--certificate", "/no/such/cert.pem"), "/no/such/cert.pem"),
             (("twistls", "echo", "--certificate", p.server.cert, "--private-key", p.client.key), "private key"),
             (("twistls", "proxy", "--listen", f"twistls:0:certificate={_esc(p.server.chain)}:colour=blue",
               "--connect", "tcp:127.0.0.1:1"), "colour"),
+            (("twistls", "proxy", "--listen", f"twistls:0:certificate={_esc(p.server.chain)}:handshakeTimeout=5"
+              ":handshakeTimeout=none", "--connect", "tcp:127.0.0.1:1"), "handshakeTimeout"),
+            (("twistls", "proxy", "--listen", f"twistls:0:certificate={_esc(p.server.chain)}",
+              "--connect", f"twistls:host=localhost:port=1:caFile={_esc(p.cafile)}:pins=,"), "pins"),
+            (("twistls", "echo", "--listen", f"twistls:0:certificate={_esc(p.server.chain)}",
+              "--certificate", p.server.chain), "--certificate"),
+            (("web", "--path", ".", "--listen", f"twistls:0:certificate={_esc(p.server.chain)}:caFile={_esc(p.cafile)}"
+              ":requireClientCertificate=yes:requireClientCertificate=no"), "requireClientCertificate"),
         ]
         for args, needle in cases:
             result = run_twistd(*args)
             self.assertNotEqual(result.returncode, 0, args)
             output = result.stdout + result.stderr
-            self.assertNotIn("Traceback", output)
+            if args[0] == "twistls":  # twistd web prints a traceback for any bad --listen; the last line still names it
+                self.assertNotIn("Traceback", output)
             last = output.strip().splitlines()[-1]
             self.assertIn(needle, last, args)

@@ -32,7 +32,7 @@ clientCertificate    PEM client certificate (chain), for mutual TLS             
 clientPrivateKey     PEM key for ``clientCertificate``                             in ``clientCertificate``
 timeout              TCP connect timeout, seconds                                  30
 bindAddress          local address to connect from                                 any
-handshakeTimeout     seconds the TLS handshake may take (``0``/``none``: forever)   30
+handshakeTimeout     seconds the TLS handshake may take (``none``: forever)        30
 pins                 comma-separated SHA-256 SPKI pins (hex or ``sha256/<b64>``)   none
 legacyCommonName     ``yes``: accept a commonName match on SAN-less certificates   no
 insecureSkipVerify   ``yes``: accept any certificate and name (logs a warning)     no
@@ -59,7 +59,7 @@ requireClientCertificate    with ``caFile``/``caPath``: ``yes`` refuses clients 
                             without a certificate, ``no`` makes it optional
 interface                   address to listen on (an IPv6 address listens on v6)    all IPv4 addresses
 backlog                     listen backlog                                          50
-handshakeTimeout            seconds the TLS handshake may take (``0``/``none``)      30
+handshakeTimeout            seconds the TLS handshake may take (``none``: forever)  30
 idleTimeout                 close connections idle this many seconds                none (never)
 allowTruncation             ``yes``: an end without close_notify counts as clean    no
 sniDirectory                directory of ``<hostname>.pem`` files (key + chain;      none
@@ -68,10 +68,16 @@ sniDirectory                directory of ``<hostname>.pem`` files (key + chain; 
                             when ``certificate`` is left out) serves other clients
 =========================== ======================================================= =====================
 
-Booleans take ``yes``/``no`` (also ``true``/``false``, ``1``/``0``).  Unknown
-keys, missing files, keys not matching certificates and bad values raise
-:class:`~twistls.errors.ConfigurationError` naming the problem, when the
-string is parsed.
+Booleans take ``yes``/``no`` (also ``true``/``false``, ``on``/``off``,
+``1``/``0``).  Nothing falls back to a weaker setting: unknown keys, a key
+given twice, an empty value (``pins=``, ``handshakeTimeout=``), an empty item
+in a list (``pins=,``), a timeout of zero or less (no limit is spelled
+``none``), missing files, keys not matching certificates and other bad values
+raise :class:`~twistls.errors.ConfigurationError` naming the key, when the
+string is parsed.  Repeated keys are found by reading the string itself,
+which Twisted's ``clientFromString``/``serverFromString`` (hence every
+twistd ``--listen``) hold in the frame that calls the parser, and in a nested
+``endpoint=`` string.
 
 Escaping follows Twisted: a backslash makes the next character literal.  A
 ``:`` inside a value must always be written ``\\:`` (IPv6 addresses, Windows
@@ -88,6 +94,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Literal, overload
 
 from twisted.internet.defer import Deferred
@@ -133,6 +141,16 @@ class _TLSEndpoint:
         self._clock = clock
         self._allow_truncation = allow_truncation
         self._idle_timeout = idle_timeout
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """Seconds a connection may stay idle before it is closed (``None``: never)."""
+        return self._idle_timeout
+
+    @property
+    def allow_truncation(self) -> bool:
+        """Whether an end without close_notify counts as a clean close."""
+        return self._allow_truncation
 
     def _wrapping(self, protocolFactory: Any) -> Any:
         """The :class:`~twistls.protocol.TLSWrappingFactory` around ``protocolFactory``."""
@@ -418,7 +436,7 @@ def _bool(key: str, value: str) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise ConfigurationError(f"twistls endpoint: {key}={value!r} must be yes or no")
+    raise ConfigurationError(f"twistls endpoint: {key}={value!r} must be yes or no (or true/false, on/off, 1/0)")
 
 
 def _int(key: str, value: str, *, minimum: int = 0, maximum: int | None = None) -> int:
@@ -441,14 +459,18 @@ def _seconds(key: str, value: str, *, allow_none: bool) -> float | None: ...
 
 
 def _seconds(key: str, value: str, *, allow_none: bool) -> float | None:
-    if allow_none and value.strip().lower() in ("", "0", "none", "never"):
+    """A positive, finite number of seconds; with ``allow_none``, ``none``
+    (or ``never``) means no limit.  Empty, zero and negative values are
+    errors: "no limit" must be spelled out."""
+    if allow_none and value.strip().lower() in ("none", "never"):
         return None
     try:
         number = float(value)
     except ValueError:
         raise ConfigurationError(f"twistls endpoint: {key}={value!r} is not a number of seconds") from None
     if not number > 0 or number != number or number == float("inf"):
-        raise ConfigurationError(f"twistls endpoint: {key}={value!r} must be a positive number of seconds")
+        hint = f" ({key}=none for no limit)" if allow_none else ""
+        raise ConfigurationError(f"twistls endpoint: {key}={value!r} must be a positive number of seconds{hint}")
     return number
 
 
@@ -466,8 +488,102 @@ def _directory(key: str, value: str) -> str:
     return path
 
 
-def _split_list(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
+def _list(key: str, value: str) -> list[str]:
+    """The items of a comma-separated value; an empty item (``pins=,``,
+    ``alpn=h2,``) is an error, so that a list never silently shrinks."""
+    items = [item.strip() for item in value.split(",")]
+    if not any(items):
+        raise ConfigurationError(f"twistls endpoint: {key}={value!r} lists nothing (leave {key} out instead)")
+    if not all(items):
+        raise ConfigurationError(f"twistls endpoint: {key}={value!r} has an empty item (a stray ',')")
+    return items
+
+
+def _split_description(description: str | bytes) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split an endpoint string exactly as Twisted's ``_parse`` does, but keep
+    every ``key=value`` pair in order, repeats included.
+
+    Twisted splits at each ``:`` and, before the first ``=`` of each part, at
+    ``=``; a backslash makes the next character literal.
+
+    Returns:
+        The positional arguments (the prefix first) and the ``(key, value)``
+        pairs.
+
+    Raises:
+        ConfigurationError: the string ends with a lone backslash.
+    """
+    text = description.decode("utf-8", "surrogateescape") if isinstance(description, bytes) else description
+    args: list[str] = []
+    pairs: list[tuple[str, str]] = []
+    part: list[str] = []
+    current: list[str] = []
+    ops = ":="
+    characters = iter(text)
+    for character in characters:
+        if character in ops:
+            part.append("".join(current))
+            current = []
+            if character == ":":
+                _add_part(part, args, pairs)
+                part = []
+                ops = ":="
+            else:
+                ops = ":"
+        elif character == "\\":
+            escaped = next(characters, None)
+            if escaped is None:
+                raise ConfigurationError(f"endpoint string {text!r} ends with a lone backslash (a backslash is \\\\)")
+            current.append(escaped)
+        else:
+            current.append(character)
+    part.append("".join(current))
+    _add_part(part, args, pairs)
+    return args, pairs
+
+
+def _add_part(part: list[str], args: list[str], pairs: list[tuple[str, str]]) -> None:
+    if len(part) == 1:
+        args.append(part[0])
+    else:
+        pairs.append((part[0], part[1]))
+
+
+def _refuse_repeated_keys(kind: str, description: str | bytes, *, within: str = "") -> None:
+    """Refuse an endpoint string (of any type; ``kind`` is ``client`` or
+    ``server`` for ``twistls:`` ones) that gives a key more than once.
+
+    Twisted turns the keys into a ``dict``, where a repeated key silently
+    keeps its last value (``insecureSkipVerify=no:...:insecureSkipVerify=yes``);
+    only the string itself shows the repeat.
+
+    Raises:
+        ConfigurationError: naming the repeated key.
+    """
+    label = f"twistls {kind} endpoint" if kind else "endpoint string"
+    seen: set[str] = set()
+    for key, _value in _split_description(description)[1]:
+        if key in seen:
+            raise ConfigurationError(f"{label}: {within}{key}= is given more than once (give each key once)")
+        seen.add(key)
+
+
+def _description_from_twisted(caller: FrameType | None, function: str) -> str | bytes | None:
+    """The endpoint string being parsed, when ``caller`` is Twisted's
+    ``clientFromString``/``serverFromString`` (named ``function``) calling a
+    plugin parser; ``None`` for any other caller (a direct call with
+    arguments has no string, hence no repeats)."""
+    if caller is None or caller.f_code.co_name != function:
+        return None
+    if caller.f_globals.get("__name__") != "twisted.internet.endpoints":
+        return None
+    description = caller.f_locals.get("description")
+    if not isinstance(description, (str, bytes)):
+        return None
+    args = _split_description(description)[0]
+    if not args or args[0].lower() != "twistls":
+        return None
+    return description
 
 
 def _collect(
@@ -477,16 +593,21 @@ def _collect(
     args: tuple[str | bytes, ...],
     kwargs: dict[str, str | bytes],
 ) -> dict[str, str]:
-    """Merge positional and keyword parameters, refusing unknown or repeated ones."""
+    """Merge positional and keyword parameters, refusing unknown, nameless,
+    empty or doubly given ones."""
     values: dict[str, str] = {}
     if len(args) > len(positional_names):
-        extra = ":".join(_text(a) for a in args[len(positional_names) :])
+        rest = [_text(a) for a in args[len(positional_names) :]]
+        if not all(item.strip() for item in rest):
+            raise ConfigurationError(f"twistls {kind} endpoint: an empty part (a stray ':')")
         raise ConfigurationError(
-            f"twistls {kind} endpoint: unexpected positional argument(s) {extra!r} "
+            f"twistls {kind} endpoint: unexpected positional argument(s) {':'.join(rest)!r} "
             f"(positional: {', '.join(positional_names)}; use key=value for the rest)"
         )
     for name, value in zip(positional_names, args):
         values[name] = _text(value)
+    if "" in kwargs:
+        raise ConfigurationError(f"twistls {kind} endpoint: an empty key (={_text(kwargs[''])!r} has no name)")
     unknown = sorted(set(kwargs) - known)
     if unknown:
         raise ConfigurationError(
@@ -496,6 +617,9 @@ def _collect(
         if key in values:
             raise ConfigurationError(f"twistls {kind} endpoint: {key} given both positionally and as {key}=")
         values[key] = _text(value)
+    for key, value in values.items():
+        if not value.strip():
+            raise ConfigurationError(f"twistls {kind} endpoint: {key}= is empty (leave {key} out for its default)")
     return values
 
 
@@ -584,16 +708,14 @@ def _client_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
             raise ConfigurationError("twistls client endpoint: clientPrivateKey= needs clientCertificate=")
         options["private_key"] = _file("clientPrivateKey", v["clientPrivateKey"])
     if "pins" in v:
-        options["pins"] = _split_list(v["pins"])
+        options["pins"] = _list("pins", v["pins"])
     if "alpn" in v:
-        protocols = _split_list(v["alpn"])
-        if not protocols:
-            raise ConfigurationError("twistls client endpoint: alpn= needs at least one protocol name")
-        options.update(_alpn_keyword(ClientContextFactory, protocols))
+        options.update(_alpn_keyword(ClientContextFactory, _list("alpn", v["alpn"])))
     context_factory = ClientContextFactory(host, **options)
     if "endpoint" in v:
         if "bindAddress" in v or "timeout" in v:
             raise ConfigurationError("twistls client endpoint: give timeout/bindAddress in endpoint=, not beside it")
+        _refuse_repeated_keys("client", v["endpoint"], within="endpoint=: ")
         try:
             wrapped = clientFromString(reactor, v["endpoint"])
         except ConfigurationError:
@@ -685,6 +807,19 @@ class _ClientParser:
     prefix = "twistls"
 
     def parseStreamClient(self, reactor: Any, *args: str, **kwargs: str) -> TLSClientEndpoint:
+        """Build the endpoint; see the module docstring for the keys.
+
+        Twisted hands over only ``*args, **kwargs``, where a repeated key has
+        already lost its first value; the string itself is read from the
+        calling ``clientFromString`` frame to refuse repeats.
+
+        Raises:
+            ConfigurationError: a repeated, unknown, missing or empty key, a
+                bad value, a missing file.
+        """
+        description = _description_from_twisted(sys._getframe(1), "clientFromString")
+        if description is not None:
+            _refuse_repeated_keys("client", description)
         return _client_endpoint_from_parameters(reactor, *args, **kwargs)
 
 
@@ -695,4 +830,17 @@ class _ServerParser:
     prefix = "twistls"
 
     def parseStreamServer(self, reactor: Any, *args: str, **kwargs: str) -> TLSServerEndpoint:
+        """Build the endpoint; see the module docstring for the keys.
+
+        As for the client, the string is read from the calling
+        ``serverFromString`` frame (which ``twistd --listen`` and
+        ``strports`` go through) to refuse repeated keys.
+
+        Raises:
+            ConfigurationError: a repeated, unknown, missing or empty key, a
+                bad value, a missing file, a key not matching its certificate.
+        """
+        description = _description_from_twisted(sys._getframe(1), "serverFromString")
+        if description is not None:
+            _refuse_repeated_keys("server", description)
         return _server_endpoint_from_parameters(reactor, *args, **kwargs)

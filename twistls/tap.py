@@ -19,7 +19,15 @@ Registered by ``twisted/plugins/twistls_service.py``.  Sub-commands:
     string) or ``--certificate``/``--private-key``/``--port``/``--interface``;
     with ``--starttls-port`` it also listens in the clear, where a client
     sends ``STARTTLS\\r\\n``, reads ``OK begin TLS\\r\\n``, and then handshakes;
-    after that everything is echoed.
+    after that everything is echoed.  The STARTTLS port always uses the TLS
+    port's policy (certificate, ``--client-ca``, timeouts, truncation), so
+    every option reaches every port: with ``--listen twistls:...``,
+    ``--client-ca`` is added to that string as ``caFile=``, and
+    ``--certificate``/``--private-key`` (a second certificate) are refused.
+
+Options that could reach only some listeners, or none (``--client-ca`` or a
+timeout with a non-``twistls:`` ``--listen``), are refused rather than
+ignored, and so is any endpoint string that gives a key twice.
 
 Bad options (a missing certificate file, a key that does not match the
 certificate, an unknown endpoint keyword) are reported by twistd as a
@@ -30,6 +38,7 @@ one-line error naming the problem.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application import service
@@ -80,14 +89,43 @@ _IDLE_HELP = (
 )
 
 
-def _with_timeout(description: str, timeout: float | None, idle: float | None = None) -> str:
-    """Add ``handshakeTimeout=`` / ``idleTimeout=`` to a ``twistls:`` string that lacks them."""
-    if not description.startswith("twistls:"):
-        return description
-    for key, value in (("handshakeTimeout", timeout), ("idleTimeout", idle)):
-        if value is not None and f"{key}=" not in description:
-            description = f"{description}:{key}={value:g}"
+def _escape(value: str) -> str:
+    """``value`` written as an endpoint-string value (``\\`` and ``:`` escaped)."""
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def _keys(option: str, description: str) -> dict[str, str] | None:
+    """The ``key=value`` pairs of ``description`` if it is a ``twistls:``
+    string (any case, as Twisted matches prefixes), else ``None``.
+
+    Raises:
+        usage.UsageError: the string gives a key twice or ends with a lone
+            backslash.
+    """
+    from twistls.endpoints import _refuse_repeated_keys, _split_description
+    from twistls.errors import ConfigurationError
+
+    try:
+        _refuse_repeated_keys("", description)
+        args, pairs = _split_description(description)
+    except ConfigurationError as exc:
+        raise _one_line(option, description, exc) from None
+    if not args or args[0].lower() != "twistls":
+        return None
+    return dict(pairs)
+
+
+def _with_defaults(description: str, keys: dict[str, str], defaults: dict[str, str | None]) -> str:
+    """Add each of ``defaults`` that is set to a ``twistls:`` string whose
+    ``keys`` lack it."""
+    for key, value in defaults.items():
+        if value is not None and key not in keys:
+            description = f"{description}:{key}={_escape(value)}"
     return description
+
+
+def _seconds_text(value: float | None) -> str | None:
+    return None if value is None else f"{value:g}"
 
 
 def _one_line(option: str, value: str, exc: BaseException) -> usage.UsageError:
@@ -95,24 +133,41 @@ def _one_line(option: str, value: str, exc: BaseException) -> usage.UsageError:
     return usage.UsageError(f"{option} {value!r}: {text}")
 
 
-def _server_endpoint(option: str, description: str, timeout: float | None, idle: float | None = None) -> Any:
+def _refuse_idle_options(where: str, timeout: float | None, idle: float | None) -> None:
+    """Refuse ``--handshake-timeout``/``--idle-timeout`` when no TLS endpoint would take them."""
+    for option, value in (("--handshake-timeout", timeout), ("--idle-timeout", idle)):
+        if value is not None:
+            raise usage.UsageError(f"{option} applies to no TLS endpoint: {where} (use twistls: strings)")
+
+
+def _server_endpoint(option: str, description: str, defaults: dict[str, str | None]) -> Any:
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
+    keys = _keys(option, description)
+    if keys is not None:
+        description = _with_defaults(description, keys, defaults)
     try:
-        return serverFromString(reactor, _with_timeout(description, timeout, idle))
+        return serverFromString(reactor, description)
     except (ValueError, TypeError, KeyError, OSError) as exc:
         raise _one_line(option, description, exc) from None
 
 
-def _client_endpoint(option: str, description: str, timeout: float | None, idle: float | None = None) -> Any:
+def _client_endpoint(option: str, description: str, defaults: dict[str, str | None]) -> Any:
     from twisted.internet import reactor
     from twisted.internet.endpoints import clientFromString
 
+    keys = _keys(option, description)
+    if keys is not None:
+        description = _with_defaults(description, keys, defaults)
     try:
-        return clientFromString(reactor, _with_timeout(description, timeout, idle))
+        return clientFromString(reactor, description)
     except (ValueError, TypeError, KeyError, OSError) as exc:
         raise _one_line(option, description, exc) from None
+
+
+def _timeouts(timeout: float | None, idle: float | None) -> dict[str, str | None]:
+    return {"handshakeTimeout": _seconds_text(timeout), "idleTimeout": _seconds_text(idle)}
 
 
 # -- proxy --------------------------------------------------------------------------
@@ -262,8 +317,10 @@ class ProxyOptions(usage.Options):
             if not self[name]:
                 raise usage.UsageError(f"proxy needs --{name} (see --help)")
         timeout, idle = self["handshake-timeout"], self["idle-timeout"]
-        self["listen-endpoint"] = _server_endpoint("--listen", self["listen"], timeout, idle)
-        self["connect-endpoint"] = _client_endpoint("--connect", self["connect"], timeout, idle)
+        if _keys("--listen", self["listen"]) is None and _keys("--connect", self["connect"]) is None:
+            _refuse_idle_options("neither --listen nor --connect is a twistls: string", timeout, idle)
+        self["listen-endpoint"] = _server_endpoint("--listen", self["listen"], _timeouts(timeout, idle))
+        self["connect-endpoint"] = _client_endpoint("--connect", self["connect"], _timeouts(timeout, idle))
 
 
 # -- echo ---------------------------------------------------------------------------
@@ -316,59 +373,103 @@ class EchoOptions(usage.Options):
         "connection switches to TLS, then echoes."
     )
     optParameters = [
-        ["listen", "l", None, "Server endpoint string for TLS (default: "
-         "twistls:PORT:certificate=...:privateKey=...:interface=INTERFACE built from the options below)."],
+        ["listen", "l", None, "Server endpoint string for TLS, instead of --certificate/--private-key/--port "
+         "(default: twistls:PORT:certificate=...:privateKey=...:interface=INTERFACE built from those options); "
+         "the STARTTLS port uses its policy."],
         ["certificate", "c", None, "PEM server certificate (then intermediates); required unless --listen "
-         "is a twistls: string."],
+         "is given (which carries its own certificate)."],
         ["private-key", "k", None, "PEM private key [default: in the certificate file]."],
         ["port", "p", 8443, "TLS port when --listen is not given.", int],
         ["interface", "i", "127.0.0.1", "Address to listen on for --port and --starttls-port."],
         ["starttls-port", None, None, "Also listen in the clear on this port and offer STARTTLS "
          "[default: off].", int],
-        ["client-ca", None, None, "Require client certificates issued by the CAs in this PEM file "
+        ["client-ca", None, None, "Require client certificates issued by the CAs in this PEM file, on the "
+         "TLS port and the STARTTLS port (added to a twistls: --listen as caFile=) "
          "[default: no client certificates]."],
         ["handshake-timeout", "t", None, _TIMEOUT_HELP, _positive_seconds],
         ["idle-timeout", None, None, _IDLE_HELP, _positive_idle_seconds],
     ]
 
     def postOptions(self) -> None:
-        from twistls.errors import ConfigurationError
+        from twistls.endpoints import TLSServerEndpoint
 
-        timeout, idle = self["handshake-timeout"], self["idle-timeout"]
-        context_factory = None
-        if self["certificate"]:
-            from twistls.context import ServerContextFactory
-
-            options: dict[str, Any] = {}
-            if timeout is not None:
-                options["handshake_timeout"] = timeout
-            if self["client-ca"]:
-                options["client_cafile"] = self["client-ca"]
-            try:
-                context_factory = ServerContextFactory(self["certificate"], self["private-key"], **options)
-            except ConfigurationError as exc:
-                raise _one_line("--certificate", self["certificate"], exc) from None
-        elif self["private-key"] or self["client-ca"]:
-            raise usage.UsageError("--private-key and --client-ca need --certificate")
+        timeout, idle, client_ca = self["handshake-timeout"], self["idle-timeout"], self["client-ca"]
+        if client_ca is not None and not os.path.isfile(os.path.expanduser(client_ca)):
+            raise usage.UsageError(f"--client-ca {client_ca!r}: no such file")
         if self["listen"]:
-            endpoint = _server_endpoint("--listen", self["listen"], timeout, idle)
+            endpoint = self._listen_endpoint(timeout, idle, client_ca)
         else:
-            if context_factory is None:
-                raise usage.UsageError("echo needs --certificate (or --listen twistls:PORT:certificate=FILE)")
-            if not 0 <= self["port"] <= 65535:
-                raise usage.UsageError(f"--port {self['port']} is not a TCP port")
-            endpoint = _tls_endpoint(context_factory, self["port"], self["interface"], idle)
-        if context_factory is None:
-            context_factory = getattr(endpoint, "context_factory", None)
+            endpoint = self._own_endpoint(timeout, idle, client_ca)
         self["listen-endpoint"] = endpoint
+        # The STARTTLS port takes the TLS port's whole policy: its context
+        # factory (certificate, client CAs, handshake timeout) and its
+        # per-connection settings.
+        self["context-factory"] = endpoint.context_factory if isinstance(endpoint, TLSServerEndpoint) else None
         self["starttls-endpoint"] = None
         if self["starttls-port"] is not None:
             if not 0 <= self["starttls-port"] <= 65535:
                 raise usage.UsageError(f"--starttls-port {self['starttls-port']} is not a TCP port")
-            if context_factory is None:
+            if self["context-factory"] is None:
                 raise usage.UsageError("--starttls-port needs --certificate (or --listen twistls:...)")
             self["starttls-endpoint"] = _plain_endpoint(self["starttls-port"], self["interface"])
-        self["context-factory"] = context_factory
+
+    def _listen_endpoint(self, timeout: float | None, idle: float | None, client_ca: str | None) -> Any:
+        """The endpoint of ``--listen``, with every TLS option added to it, or refused."""
+        for option in ("certificate", "private-key"):
+            if self[option]:
+                raise usage.UsageError(
+                    f"--{option} conflicts with --listen (the TLS port's certificate): give certificate=/privateKey= "
+                    "in a twistls: --listen string, or use --port instead of --listen"
+                )
+        keys = _keys("--listen", self["listen"])
+        if keys is None:
+            if client_ca is not None:
+                raise usage.UsageError(
+                    "--client-ca needs a twistls: --listen string (or --certificate and --port), "
+                    f"not {self['listen']!r}, so that every port requires client certificates"
+                )
+            _refuse_idle_options("--listen is not a twistls: string", timeout, idle)
+        elif client_ca is not None:
+            for key in ("caFile", "caPath"):
+                if key in keys:
+                    raise usage.UsageError(
+                        f"--client-ca conflicts with {key}= in --listen {self['listen']!r}: name the client CAs once"
+                    )
+            if "requireClientCertificate" in keys and _is_no(keys["requireClientCertificate"]):
+                raise usage.UsageError(
+                    "--client-ca requires client certificates, but --listen says requireClientCertificate="
+                    f"{keys['requireClientCertificate']}: leave one out"
+                )
+        defaults = {**_timeouts(timeout, idle), "caFile": client_ca}
+        return _server_endpoint("--listen", self["listen"], defaults)
+
+    def _own_endpoint(self, timeout: float | None, idle: float | None, client_ca: str | None) -> Any:
+        """The TLS endpoint built from ``--certificate``/``--private-key``/``--port``."""
+        from twistls.context import ServerContextFactory
+        from twistls.errors import ConfigurationError
+
+        if not self["certificate"]:
+            if self["private-key"] or client_ca:
+                raise usage.UsageError("--private-key and --client-ca need --certificate")
+            raise usage.UsageError("echo needs --certificate (or --listen twistls:PORT:certificate=FILE)")
+        options: dict[str, Any] = {}
+        if timeout is not None:
+            options["handshake_timeout"] = timeout
+        if client_ca:
+            options["client_cafile"] = client_ca
+        try:
+            context_factory = ServerContextFactory(self["certificate"], self["private-key"], **options)
+        except ConfigurationError as exc:
+            raise _one_line("--certificate", self["certificate"], exc) from None
+        if not 0 <= self["port"] <= 65535:
+            raise usage.UsageError(f"--port {self['port']} is not a TCP port")
+        return _tls_endpoint(context_factory, self["port"], self["interface"], idle)
+
+
+def _is_no(value: str) -> bool:
+    from twistls.endpoints import _FALSE
+
+    return value.strip().lower() in _FALSE
 
 
 def _tls_endpoint(context_factory: Any, port: int, interface: str, idle: float | None = None) -> Any:
@@ -456,8 +557,11 @@ def makeService(options: Options) -> service.MultiService:
         reloader.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
         StreamServerEndpointService(sub["listen-endpoint"], Factory.forProtocol(_Echo)).setServiceParent(top)
         if sub["starttls-endpoint"] is not None:
+            tls = sub["listen-endpoint"]  # a TLSServerEndpoint: STARTTLS needs a context factory
             plain = Factory.forProtocol(_StartTLSEcho)
             plain.context_factory = sub["context-factory"]  # type: ignore[attr-defined]
-            wrapping = TLSWrappingFactory(plain, None, start_tls=True, idle_timeout=sub["idle-timeout"])
+            wrapping = TLSWrappingFactory(
+                plain, None, start_tls=True, idle_timeout=tls.idle_timeout, allow_truncation=tls.allow_truncation
+            )
             StreamServerEndpointService(sub["starttls-endpoint"], wrapping).setServiceParent(top)
     return top
