@@ -24,9 +24,12 @@ from twistls.context import (
 from twistls.errors import (
     ConfigurationError,
     HostnameMismatchError,
+    NoPeerCertificateError,
+    PeerAlertError,
     PinMismatchError,
     TLSError,
     UntrustedCertificateError,
+    VerificationError,
 )
 from twistls.checker import spki_sha256
 
@@ -457,3 +460,177 @@ class InsecureTests(SynchronousTestCase):
         self.assertIsInstance(error, TLSError)
         pair = _handshake(_server(leaf=p.untrusted_server), good)
         self.assertEqual([type(e) for e in pair.client_events], [HandshakeCompleted])
+
+
+def _failure(pair: EnginePair, side: str = "client") -> Any:
+    events = pair.client_events if side == "client" else pair.server_events
+    failed = [e for e in events if isinstance(e, Failed)]
+    return failed[0].error if failed else None
+
+
+class NoSilentWeakeningTests(SynchronousTestCase):
+    """No combination of arguments silently weakens what the user asked for."""
+
+    def test_required_client_certificate_without_cas_refused(self) -> None:
+        """require_client_certificate=True without client CAs is a ConfigurationError naming the missing setting."""
+        with self.assertRaises(ConfigurationError) as cm:
+            _server(require_client_certificate=True)
+        self.assertIn("client_cafile", str(cm.exception))
+
+    def test_client_cas_require_a_certificate_by_default(self) -> None:
+        """With client CAs and no explicit choice, a client without a certificate is refused."""
+        server = _server(client_cafile=pki().cafile)
+        self.assertTrue(server.require_client_certificate)
+        mode = ossl.SSL_CTX_get_verify_mode(server.context_address)
+        self.assertEqual(mode, ossl.VERIFY_PEER | ossl.VERIFY_FAIL_IF_NO_PEER_CERT)
+        self.assertIsInstance(_failure(_handshake(server, _client()), "server"), NoPeerCertificateError)
+
+    def test_plain_server_needs_no_client_certificate(self) -> None:
+        """The twin: ServerContextFactory(cert, key) keeps working and asks for no client certificate."""
+        server = _server()
+        self.assertFalse(server.require_client_certificate)
+        self.assertEqual(ossl.SSL_CTX_get_verify_mode(server.context_address), ossl.VERIFY_NONE)
+        self.assertIsNone(_failure(_handshake(server, _client())))
+
+    def test_optional_client_certificate_still_verified(self) -> None:
+        """require_client_certificate=False with client CAs makes the certificate optional, not unverified."""
+        p = pki()
+        server = _server(client_cafile=p.cafile, require_client_certificate=False)
+        self.assertEqual(ossl.SSL_CTX_get_verify_mode(server.context_address), ossl.VERIFY_PEER)
+        self.assertIsNone(_failure(_handshake(server, _client())))
+        stranger = _client(certificate=p.untrusted_server.cert, private_key=p.untrusted_server.key)
+        self.assertIsInstance(_failure(_handshake(server, stranger), "server"), VerificationError)
+
+    def test_bad_chain_limits_refused(self) -> None:
+        """max_peer_chain_size and session_cache_memory must be whole, positive byte counts."""
+        for kw in ({"max_peer_chain_size": 0}, {"max_peer_chain_size": True}, {"session_cache_memory": -1}):
+            with self.assertRaises(ConfigurationError) as cm:
+                _server(**kw)
+            self.assertIn(next(iter(kw)), str(cm.exception))
+
+
+class PeerChainLimitTests(SynchronousTestCase):
+    """A client cannot pad its certificate chain to fill a server's session cache."""
+
+    def _padded_client(self, size: int) -> ClientContextFactory:
+        p = pki()
+        with open(p.client.cert, "rb") as f:
+            pem = f.read()
+        while len(pem) < size:
+            der, _ = self_signed("junk", rsa_bits=2048)
+            pem += x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+        path = _tmpfile(self, pem, "padded-client.pem")
+        return _client(certificate=path, private_key=p.client.key)
+
+    def test_padded_client_chain_refused(self) -> None:
+        """A client chain over max_peer_chain_size fails the handshake on the server."""
+        server = _server(client_cafile=pki().cafile)
+        pair = _handshake(server, self._padded_client(48 * 1024))
+        self.assertIsInstance(_failure(pair, "server"), TLSError)
+        self.assertFalse(pair.server.handshake_done)
+
+    def test_client_chain_under_limit_accepted(self) -> None:
+        """The twin: a client chain under the limit (raised to fit) is accepted."""
+        server = _server(client_cafile=pki().cafile, max_peer_chain_size=128 * 1024)
+        pair = _handshake(server, self._padded_client(48 * 1024))
+        self.assertIsNone(_failure(pair, "server"))
+        self.assertTrue(pair.server.handshake_done)
+
+    def test_session_cache_bounded_by_memory(self) -> None:
+        """With client certificates the server cache holds at most session_cache_memory // max_peer_chain_size sessions."""
+        server = _server(client_cafile=pki().cafile)
+        self.assertEqual(server.effective_session_cache_size, 64 * 1024 * 1024 // (32 * 1024))
+        get_size = 43  # SSL_CTRL_GET_SESS_CACHE_SIZE
+        self.assertEqual(ossl.SSL_CTX_ctrl(server.context_address, get_size, 0, None), 2048)
+        plain = _server()
+        self.assertEqual(plain.effective_session_cache_size, 20480)
+
+
+class ExtendedMasterSecretTests(SynchronousTestCase):
+    """TLS 1.2 without the extended master secret is refused in the ClientHello, with an alert."""
+
+    def _no_ems_client(self, maximum: str = "TLSv1.2") -> ClientContextFactory:
+        client = _client(maximum_version=maximum)
+        ossl.SSL_CTX_set_options(client.context_address, ossl.OP_NO_EXTENDED_MASTER_SECRET)
+        return client
+
+    def test_tls12_without_ems_refused_with_alert(self) -> None:
+        """The server answers the ClientHello with a handshake_failure alert and names the reason."""
+        client, server = self._no_ems_client().create_engine(), _server().create_engine()
+        client.start()
+        events = server.receive_bytes(client.bytes_to_send())
+        failures = [e.error for e in events if isinstance(e, Failed)]
+        self.assertEqual(len(failures), 1)
+        self.assertIn("extended master secret", str(failures[0]))
+        self.assertEqual(server.bytes_to_send(), b"\x15\x03\x03\x00\x02\x02\x28")  # fatal handshake_failure
+        pair = _handshake(_server(), self._no_ems_client())
+        error = _failure(pair)
+        self.assertIsInstance(error, PeerAlertError)
+        self.assertEqual(error.alert, "handshake failure")
+
+    def test_tls13_without_ems_accepted(self) -> None:
+        """The twin: EMS means nothing in TLS 1.3, so such a client negotiating 1.3 is accepted."""
+        pair = _handshake(_server(), self._no_ems_client(maximum="TLSv1.3"))
+        self.assertIsNone(_failure(pair))
+        self.assertEqual(pair.client.version(), "TLSv1.3")
+
+    def test_tls12_with_ems_accepted(self) -> None:
+        """The twin: a default TLS 1.2 client (it offers EMS) is accepted."""
+        pair = _handshake(_server(), _client(maximum_version="TLSv1.2"))
+        self.assertIsNone(_failure(pair))
+        self.assertEqual(pair.client.version(), "TLSv1.2")
+
+
+class KeyLogFileTests(SynchronousTestCase):
+    """The key-log file never leaks secrets through a symlink or a loose mode."""
+
+    def _path(self) -> str:
+        directory = tempfile.mkdtemp(prefix="twistls-keylog-")
+        return os.path.join(directory, "keys.log")
+
+    def test_symlink_refused(self) -> None:
+        """A key-log path that is a symlink is refused, and its target receives nothing."""
+        path = self._path()
+        target = path + ".target"
+        open(target, "wb").close()
+        os.symlink(target, path)
+        with self.assertRaises(ConfigurationError) as cm:
+            _client(keylog_file=path)
+        self.assertIn(path, str(cm.exception))
+        self.assertEqual(os.path.getsize(target), 0)
+
+    def test_world_readable_file_made_private(self) -> None:
+        """An existing 0644 key-log file is made 0600 before any secret is written."""
+        path = self._path()
+        open(path, "wb").close()
+        os.chmod(path, 0o644)
+        with self.assertLogs("twistls", logging.WARNING):
+            client = _client(keylog_file=path)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        _handshake(_server(), client)
+        self.assertIn(b"CLIENT_TRAFFIC_SECRET_0", open(path, "rb").read())
+
+    def test_new_file_is_private(self) -> None:
+        """A new key-log file is created mode 0600."""
+        path = self._path()
+        with self.assertLogs("twistls", logging.WARNING):
+            _client(keylog_file=path)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+
+    def test_other_owner_refused(self) -> None:
+        """A key-log file owned by another user is refused."""
+        if os.geteuid() != 0:
+            raise self.skipTest("needs root to give the file away")  # type: ignore[misc]
+        path = self._path()
+        open(path, "wb").close()
+        os.chown(path, 65534, -1)
+        with self.assertRaises(ConfigurationError) as cm:
+            _client(keylog_file=path)
+        self.assertIn("owned by another user", str(cm.exception))
+
+    def test_not_a_regular_file_refused(self) -> None:
+        """A key-log path that is a directory or a FIFO is refused."""
+        path = self._path()
+        os.mkfifo(path)
+        with self.assertRaises(ConfigurationError):
+            _client(keylog_file=path)

@@ -66,3 +66,58 @@ class EchoTests(TestCase):
         data, reason = yield client.done
         self.assertTrue(reason.check(UntrustedCertificateError), reason)
         self.assertEqual(reason.value.depth, 0)
+
+
+class _ReadsOnLost(Collector):
+    """Reads every TLS accessor of its transport in connectionLost (after the engine is freed)."""
+
+    def connectionLost(self, reason):
+        t = self.transport
+        info = t.connection_info()
+        self.seen = {
+            "alpn": t.negotiatedProtocol,
+            "peer": t.getPeerCertificate(),
+            "version": info.version if info else None,
+            "cipher": info.cipher if info else None,
+            "server_name": info.server_name if info else None,
+            "reused": info.session_reused if info else None,
+            "verify_result": info.verify_result if info else None,
+            "chain": len(info.peer_chain_der) if info else None,
+            "verified_chain": len(info.verified_chain_der) if info else None,
+        }
+        super().connectionLost(reason)
+
+
+class AccessorsAfterCloseTests(TestCase):
+    """Reading TLS details in connectionLost answers from captured data (issue 12, defect 3)."""
+
+    @defer.inlineCallbacks
+    def test_accessors_in_connection_lost(self):
+        """negotiatedProtocol and every other accessor work in connectionLost, after the engine was freed."""
+        p = pki()
+        port, _ = listen_tls(self, ServerContextFactory(p.server.cert, p.server.key, alpn_protocols=["h2"]))
+        proto = _ReadsOnLost(payload=b"ping", expect=4)
+        connect_tls(ClientContextFactory("localhost", cafile=p.cafile, alpn_protocols=["h2"]), port, proto)
+        data, reason = yield proto.done
+        self.assertEqual(data, b"ping")
+        self.assertEqual(proto.seen["alpn"], b"h2")
+        self.assertIsNotNone(proto.seen["peer"])
+        self.assertEqual(proto.seen["version"], "TLSv1.3")
+        self.assertIsNotNone(proto.seen["cipher"])
+        self.assertEqual(proto.seen["server_name"], "localhost")
+        self.assertEqual(proto.seen["verify_result"], 0)
+        self.assertEqual(proto.seen["chain"], 1)
+        self.assertEqual(proto.seen["verified_chain"], 2)
+
+    @defer.inlineCallbacks
+    def test_accessors_after_failed_handshake(self):
+        """After a rejected handshake the accessors answer None, without touching freed memory."""
+        p = pki()
+        port, _ = listen_tls(self, ServerContextFactory(p.wrong_name_server.cert, p.wrong_name_server.key))
+        proto = _ReadsOnLost(payload=b"ping")
+        connect_tls(ClientContextFactory("localhost", cafile=p.cafile, alpn_protocols=["h2"]), port, proto)
+        _, reason = yield proto.done
+        self.assertTrue(reason.check(HostnameMismatchError), reason)
+        self.assertIsNone(proto.seen["alpn"])
+        self.assertIsNone(proto.seen["peer"])
+        self.assertIsNone(proto.seen["version"])
