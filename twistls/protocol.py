@@ -65,6 +65,7 @@ from twistls.errors import (
     EngineStateError,
     HandshakeTimeoutError,
     IdleTimeoutError,
+    ProtocolViolationError,
     TLSError,
 )
 
@@ -308,6 +309,32 @@ class TLSProtocolWrapper(ProtocolWrapper):
     def start_tls(self, context_factory: Any, normal: bool = True) -> None:
         """Switch this connection to TLS now (STARTTLS).
 
+        Nothing received in the clear before the upgrade is delivered after
+        it (the STARTTLS command-injection class, CVE-2011-0411).  RFC 3207
+        (SMTP) and RFC 2595 (IMAP, POP3) forbid pipelining past STARTTLS, so
+        cleartext still pending at this call is the peer's (or an
+        attacker's) protocol violation.  Pending means any of:
+
+        * bytes of the segment being delivered that follow the current line:
+          before TLS the wrapper hands the protocol one line at a time (cut
+          after its ``delimiter``, else after ``b"\\n"``) and holds the rest,
+          so what came behind the STARTTLS line is still here;
+        * a non-empty ``_buffer`` of bytes on the wrapped protocol (where
+          Twisted's ``LineReceiver`` and ``LineOnlyReceiver``, hence SMTP,
+          IMAP4, POP3 and FTP, keep a partial line);
+        * without such a ``_buffer``: what the protocol's
+          ``clearLineBuffer()`` returns.
+
+        Then TLS does not start: the pending bytes are dropped unprocessed
+        (and the protocol's line buffer cleared), the reason is logged once,
+        the transport is closed, and the wrapped protocol's ``connectionLost``
+        receives a ``Failure`` of :class:`~twistls.errors.ProtocolViolationError`
+        (also the failure of :meth:`when_handshake_done`).  This call then
+        returns normally rather than raising into the protocol's
+        ``lineReceived``: ``disconnecting`` is true from here on, which stops
+        Twisted's line receivers from reading the rest of the segment, and
+        later writes are discarded.
+
         Args:
             context_factory: a twistls :class:`~twistls.context.ClientContextFactory`
                 (client role) or :class:`~twistls.context.ServerContextFactory`
@@ -319,11 +346,25 @@ class TLSProtocolWrapper(ProtocolWrapper):
             EngineStateError: TLS was already started on this connection.
             ConfigurationError: ``context_factory`` is not a twistls factory,
                 or cannot make a connection (a client without a hostname).
+
+        .. versionchanged:: 0.1
+           Cleartext pending at the call fails the connection with
+           :class:`~twistls.errors.ProtocolViolationError`.
         """
         if self._engine is not None:
             raise EngineStateError("TLS was already started on this connection")
         if self._lost or self.disconnecting:
             raise EngineStateError("cannot start TLS on a closing connection")
+        pending = self._take_pending_cleartext()
+        if pending:
+            self._fail(
+                ProtocolViolationError(
+                    f"the peer sent {pending} bytes in the clear behind STARTTLS, before the TLS "
+                    "handshake (pipelining past STARTTLS is forbidden: RFC 3207, RFC 2595); "
+                    "they were dropped unread"
+                )
+            )
+            return
         self._start(context_factory)
 
     startTLS = start_tls
@@ -622,7 +663,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
     def dataReceived(self, data: bytes) -> None:
         engine = self._engine
         if engine is None:
-            self.wrappedProtocol.dataReceived(data)
+            self._deliver_cleartext(data)
             return
         if self._idle_call is not None:
             self._last_activity = self._clock.seconds()
@@ -645,6 +686,64 @@ class TLSProtocolWrapper(ProtocolWrapper):
             if writes.chunks:
                 self._flush_writes()  # the engine's output first, then these writes
             self._send_engine_output()  # (also when the writes were empty or refused)
+
+    # The cleartext segment being delivered (before TLS) and where its
+    # undelivered rest begins: what start_tls sees as pending.
+    _cleartext = b""
+    _cleartext_next = 0
+
+    def _deliver_cleartext(self, data: bytes) -> None:
+        """Hand bytes received before TLS to the wrapped protocol one line
+        at a time (cut after its ``delimiter``, else after ``b"\\n"``), holding
+        the rest of the segment here.  A stream protocol must accept its
+        bytes cut anywhere, so this changes nothing for it; but when a line
+        makes it call ``startTLS``, what came behind that line has not been
+        read yet and :meth:`start_tls` sees it (``LineOnlyReceiver``, which
+        SMTP's server uses, would otherwise keep those lines in a local
+        list no one can see).  After a failure nothing more is delivered."""
+        if self._reason is not None:
+            return
+        protocol = self.wrappedProtocol
+        delimiter = getattr(protocol, "delimiter", None)
+        if not isinstance(delimiter, bytes) or not delimiter:
+            delimiter = b"\n"
+        end = len(data)
+        cut = data.find(delimiter)
+        if cut < 0 or cut + len(delimiter) == end:  # one line, or part of one: no rest to hold
+            protocol.dataReceived(data)
+            return
+        start = 0
+        try:
+            while start < end:
+                stop = end if cut < 0 else cut + len(delimiter)
+                self._cleartext, self._cleartext_next = data, stop
+                protocol.dataReceived(data[start:stop])
+                if self._engine is not None or self.disconnecting or self._lost:
+                    # TLS started (so nothing was pending), or the connection is closing:
+                    # Twisted's line receivers read no line behind one that closed it.
+                    return
+                start = stop
+                cut = data.find(delimiter, start)
+        finally:
+            self._cleartext, self._cleartext_next = b"", 0
+
+    def _take_pending_cleartext(self) -> int:
+        """Drop the cleartext received but not yet processed (see
+        :meth:`start_tls`) and return how many bytes it was."""
+        pending = len(self._cleartext) - self._cleartext_next
+        self._cleartext, self._cleartext_next = b"", 0
+        protocol = self.wrappedProtocol
+        buffered = getattr(protocol, "_buffer", None)
+        clear = getattr(protocol, "clearLineBuffer", None)
+        if isinstance(buffered, (bytes, bytearray)):
+            pending += len(buffered)
+            if buffered and callable(clear):
+                clear()  # LineReceiver: its loop then finds nothing left to read
+        elif callable(clear):
+            cleared = clear()
+            if isinstance(cleared, (bytes, bytearray)):
+                pending += len(cleared)
+        return pending
 
     def _dispatch(self, events: list[Any]) -> None:
         for event in events:
