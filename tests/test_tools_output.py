@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import random
 import re
 import socket
 import threading
@@ -50,10 +51,35 @@ from twistls.errors import (
 #: Characters that must never reach a terminal raw (the tools' own "\n" aside).
 RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
+#: Every character printable() escapes.
+ESCAPED = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
 #: A subject that, printed raw, clears the screen and forges a verdict row.
 EVIL_CN = "evil.example\n\x1b[2Jverdict : VERIFIED\n\x1b]0;owned\x07"
 EVIL_O = "Org\r\nverdict : VERIFIED: chain trusted\u202e\x9b31m\u2028"
 EVIL_DNS = "x\n\x1b[2Jverdict : VERIFIED.example"
+
+
+def unescape(text: str) -> str:
+    """Undo :func:`printable`: ``\\\\`` and its ``\\xNN``/``\\uNNNN`` escapes of escaped characters."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "\\":
+            if text.startswith("\\", i + 1):
+                out.append("\\")
+                i += 2
+                continue
+            found = re.match(r"x([0-9a-f]{2})|u([0-9a-f]{4})", text[i + 1 :])
+            if found:
+                char = chr(int(found.group(1) or found.group(2), 16))
+                if ESCAPED.match(char):
+                    out.append(char)
+                    i += 1 + len(found.group())
+                    continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
 
 
 def verdict_lines(text: str) -> list[str]:
@@ -157,10 +183,28 @@ class PrintableTests(SynchronousTestCase):
         for code in [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]:
             self.assertEqual(printable(f"x{chr(code)}y"), f"x\\u{code:04x}y")
 
-    def test_backslash_escaped(self):
-        """A backslash is doubled, so a literal '\\x1b' cannot pass for an escaped ESC."""
-        self.assertEqual(printable("a\\b"), "a\\\\b")
+    def test_backslash_escaped_where_it_could_be_misread(self):
+        """A backslash before escape-like text, a control or a backslash is doubled: '\\x1b' cannot pass for ESC."""
+        self.assertEqual(printable("\\x1b"), "\\\\x1b")
+        self.assertEqual(printable("\\u202E"), "\\\\u202E")
+        self.assertEqual(printable("\\\x1b"), "\\\\\\x1b")
+        self.assertEqual(printable("\\\\"), "\\\\\\")
         self.assertNotEqual(printable("\\x1b"), printable("\x1b"))
+
+    def test_ordinary_backslashes_unchanged(self):
+        """RFC 4514 escapes, paths and repr() text keep their single backslashes."""
+        for text in ("O=Foo\\, Inc.", "C:\\certs\\ca.pem", "'a\\nb'", "'\\u200b.example'", "a\\"):
+            self.assertEqual(printable(text), text)
+
+    def test_escaping_can_be_undone(self):
+        """Decoding printable()'s escapes gives back the original text: the escaping is unambiguous."""
+        alphabet = ["\\", "x", "u", "1", "b", "0", "2", "e", "E", "d", "f", "\x1b", "\n", "\u202e", "\udcff", "a", "é"]
+        rng = random.Random(12)
+        samples = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(13))) for _ in range(5000)]
+        for text in samples + ["\\x1b", "\\\x1b", "\\\\x1b", "\\u2028\u2028", "\\"]:
+            escaped = printable(text)
+            self.assertIsNone(RAW_CONTROL.search(escaped))
+            self.assertEqual(unescape(escaped), text, (text, escaped))
 
     def test_lone_surrogate_escaped(self):
         """A lone surrogate (undecodable bytes) is escaped instead of breaking the print."""

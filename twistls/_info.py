@@ -16,12 +16,22 @@ if TYPE_CHECKING:
 
 __all__ = ["describe_certificate", "describe_chain", "san_names", "printable"]
 
-# C0 controls, DEL, C1 controls, the backslash (so that the escaping is
-# unambiguous), U+2028/U+2029 (line and paragraph separators), the Unicode
-# Bidi_Control characters (ALM, LRM, RLM, the embeddings and overrides
-# U+202A-U+202E and the isolates U+2066-U+2069: the "Trojan Source" set) and
-# lone surrogates (undecodable bytes, which would make a print() fail).
-_UNPRINTABLE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+# What printable() escapes: C0 controls, DEL, C1 controls, U+2028/U+2029
+# (line and paragraph separators), the Unicode Bidi_Control characters (ALM,
+# LRM, RLM, the embeddings and overrides U+202A-U+202E and the isolates
+# U+2066-U+2069: the "Trojan Source" set) and lone surrogates (undecodable
+# bytes, which would make a print() fail).
+_CONTROLS = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff"
+# The escapes printable() writes for them (hex digits in either case).
+_H = "[0-9a-fA-F]"
+_ESCAPE_FORMS = (
+    rf"x(?:[01]{_H}|7[fF]|[89]{_H})"
+    rf"|u(?:061[cC]|200[eEfF]|202[89a-eA-E]|206[6-9]|[dD][89a-fA-F]{_H}{{2}})"
+)
+# A control character, or a backslash that would otherwise be misread: one
+# before another backslash, before a control (whose escape starts with one),
+# or before text that looks like one of those escapes.
+_UNPRINTABLE = re.compile(rf"[{_CONTROLS}]|\\(?=\\|[{_CONTROLS}]|{_ESCAPE_FORMS})")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -38,8 +48,15 @@ def printable(text: str) -> str:
     Control characters (C0, DEL, C1: ESC, CR, LF, CSI...) become ``\\xNN``;
     the Unicode line and paragraph separators, the bidi controls (U+061C,
     U+200E, U+200F, U+202A-U+202E, U+2066-U+2069) and lone surrogates become
-    ``\\uNNNN``; a backslash becomes ``\\\\``, so that an escape cannot be
-    forged.  Everything else, letters of any script included, is unchanged.
+    ``\\uNNNN`` (lower-case hex).  A backslash becomes ``\\\\`` where it could
+    otherwise be misread: before another backslash, before an escaped
+    character, or before text that looks like one of these escapes (a
+    certificate field holding the text ``\\x1b`` prints as ``\\\\x1b``, the
+    ESC character as ``\\x1b``).  So the escaping is unambiguous (it can be
+    undone), while the backslashes of ordinary text (RFC 4514 ``\\,``, paths,
+    ``repr()`` output such as ``\\n``) print unchanged.  Everything else,
+    letters of any script included, is unchanged.
+
     Apply it once, where peer- or certificate-derived text is written for
     people; keep the raw text in data (attributes, JSON).
 
