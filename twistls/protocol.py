@@ -749,7 +749,9 @@ class TLSProtocolWrapper(ProtocolWrapper):
         for event in events:
             kind = type(event)
             if kind is PlaintextReceived:
-                if self.wrappedProtocol is not None:
+                # Only what arrived after the handshake and the Checker passed
+                # (the engine never emits it earlier; this holds the line).
+                if self._handshake_done and self.wrappedProtocol is not None:
                     self.wrappedProtocol.dataReceived(event.data)
             elif kind is HandshakeCompleted:
                 self._on_handshake()
