@@ -10,9 +10,9 @@ from typing import Any
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from twistls.protocol import _ciphertext_writer
+from twistls._direct_send import ciphertext_writer as _ciphertext_writer, missing_internals
 
 
 def _drain(sock: socket.socket) -> bytes:
@@ -108,4 +108,35 @@ class CiphertextWriterTests(TestCase):
 
     def test_other_transports_get_their_own_write(self) -> None:
         transport = StringTransport()
+        self.assertEqual(_ciphertext_writer(transport), transport.write)
+
+
+class TwistedInternalsTests(SynchronousTestCase):
+    """The direct path's reliance on Twisted's tcp.Connection internals is checked, loudly."""
+
+    def test_installed_twisted_has_every_internal(self) -> None:
+        """Every tcp.Connection attribute direct send reads exists on a real TCP transport (else it silently falls back)."""
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        from twisted.internet import reactor, tcp
+
+        transport = tcp.Connection(a, Protocol(), reactor)
+        self.assertEqual(missing_internals(transport), [], "Twisted changed tcp.Connection: update twistls/_direct_send.py")
+
+    def test_missing_internal_falls_back_to_write(self) -> None:
+        """A TCP transport without one of them gets plain transport.write."""
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        from twisted.internet import reactor, tcp
+
+        class OlderConnection(tcp.Connection):
+            def __getattribute__(self, name: str) -> Any:
+                if name == "_tempDataLen":
+                    raise AttributeError(name)
+                return super().__getattribute__(name)
+
+        transport = OlderConnection(a, Protocol(), reactor)
+        self.assertIn("_tempDataLen", missing_internals(transport))
         self.assertEqual(_ciphertext_writer(transport), transport.write)

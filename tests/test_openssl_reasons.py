@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistls._engine import _classify
+from twistls._reasons import classify as _classify
 from twistls.errors import PeerAlertError
 
 

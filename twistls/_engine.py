@@ -33,13 +33,11 @@ from M2Crypto import m2
 from M2Crypto.SSL.SSLError import SSLError as _SSLError  # the class M2Crypto.SSL re-exports
 
 from twistls import _openssl as _ossl
+from twistls._reasons import classify
 from twistls.errors import (
     ConfigurationError,
     HostnameMismatchError,
     EngineStateError,
-    NoPeerCertificateError,
-    PeerAlertError,
-    ProtocolVersionError,
     ProtocolViolationError,
     TLSError,
     VerificationError,
@@ -840,7 +838,7 @@ class TLSEngine:
                 self._state = self._CLOSED
                 events.append(Truncated())
             else:
-                self._fail(_classify(reasons[0] if reasons else "unexpected eof while reading", []), events)
+                self._fail(classify(reasons[0] if reasons else "unexpected eof while reading", []), events)
             return
         if filled:
             events.append(PlaintextReceived(bytes(view[:filled])))
@@ -872,7 +870,7 @@ class TLSEngine:
             else:
                 code, depth, subject = record
             return verification_failure(code, depth, subject, openssl_errors=reasons)
-        return _classify("; ".join(reasons) or "unknown TLS handshake failure", reasons)
+        return classify("; ".join(reasons) or "unknown TLS handshake failure", reasons)
 
 
 def verification_failure(
@@ -892,73 +890,3 @@ def verification_failure(
         subject=subject or None,
         openssl_errors=openssl_errors,
     )
-
-
-_VERSION_REASONS = (
-    "unsupported protocol",
-    "no protocols available",
-    "protocol version",
-    "wrong ssl version",
-    "version too low",
-    "unknown protocol",
-)
-# What OpenSSL says when the bytes are not TLS records at all (garbage, plain
-# HTTP, SSH): not a version disagreement, so not a ProtocolVersionError.
-_NOT_TLS_REASONS = ("wrong version number", "http request", "https proxy request")
-# Malformed, oversized, empty or forged records and out-of-order messages.
-_VIOLATION_REASONS = (
-    "packet length too long",
-    "record too small",
-    "record overflow",
-    "length too long",
-    "length mismatch",
-    "bad length",
-    "excessive message size",
-    "unexpected message",
-    "unexpected record",
-    "bad record mac",
-    "decryption failed",
-    "too many warn alerts",
-    "too many key updates",
-    "too many empty",
-    "bad packet length",
-    "decode error",
-    "no renegotiation",
-)
-
-
-def _classify(text: str, reasons: list[str]) -> TLSError:
-    """Turn OpenSSL reason strings into the most specific TLSError."""
-    lowered = text.lower()
-    # Only the local reason: the "certificate required" *alert* means the peer
-    # wanted our certificate, which is a PeerAlertError on this side.
-    if "peer did not return a certificate" in lowered:
-        return NoPeerCertificateError(
-            f"the peer sent no certificate but one is required ({text})",
-            verify_message="no peer certificate",
-            openssl_errors=reasons,
-        )
-    if any(v in lowered for v in _NOT_TLS_REASONS):
-        return ProtocolViolationError(f"the peer does not speak TLS ({text})", openssl_errors=reasons)
-    if " alert " not in lowered and any(v in lowered for v in _VIOLATION_REASONS):
-        return ProtocolViolationError(f"the peer broke the TLS protocol ({text})", openssl_errors=reasons)
-    if any(v in lowered for v in _VERSION_REASONS):
-        return ProtocolVersionError(f"no TLS protocol version in common with the peer ({text})", openssl_errors=reasons)
-    # OpenSSL 3.2+ spells the SSLv3-era alerts "ssl/tls alert ..." (3.0: "sslv3 alert ...").
-    for marker in ("ssl/tls alert ", "sslv3 alert ", "tlsv1 alert ", "tlsv13 alert "):
-        if marker in lowered:
-            alert = lowered.split(marker, 1)[1].split(";")[0].strip()
-            hint = ": it requires a client certificate and none was sent" if alert == "certificate required" else ""
-            return PeerAlertError(
-                f"the peer rejected the connection with alert '{alert}'{hint} ({text})", alert=alert, openssl_errors=reasons
-            )
-    # TLS 1.0-era alerts OpenSSL names without the word "alert".
-    for alert in ("unrecognized name", "bad certificate status response", "certificate unobtainable"):
-        if "tlsv1 " + alert in lowered:
-            return PeerAlertError(
-                f"the peer rejected the connection with alert '{alert}' ({text})", alert=alert, openssl_errors=reasons
-            )
-    if "unexpected eof" in lowered:
-        return TLSError(f"the peer closed the connection during the TLS handshake ({text})", openssl_errors=reasons)
-    return TLSError(f"TLS failure: {text}", openssl_errors=reasons)
-

@@ -50,6 +50,8 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides, directlyProvides, implementedBy, implementer, providedBy
 from zope.interface.declarations import Provides
 
+from twistls._direct_send import ciphertext_writer
+from twistls._flow import ProducerGate, ReadThrottle, WriteBuffer
 from twistls._engine import (
     CloseNotifyReceived,
     ConnectionInfo,
@@ -76,62 +78,10 @@ __all__ = ["TLSProtocolWrapper", "TLSWrappingFactory"]
 
 log = Logger(namespace="twistls")
 
-#: Writes are gathered until this many bytes, or the end of the reactor turn.
-_AGGREGATE_LIMIT = 1 << 16
 #: Larger writes are encrypted and handed to the transport in pieces of this size.
 _WRITE_CHUNK = 1 << 17
 #: The transport's read size (and send-buffer threshold) while TLS is on.
 _READ_CHUNK = 1 << 18
-
-
-def _ciphertext_writer(transport: Any) -> Any:
-    """The fastest correct way to hand ciphertext to *transport*.
-
-    For Twisted's own TCP connections (``tcp.Server``/``tcp.Client`` with no
-    Twisted TLS of their own) this returns a function that sends straight to
-    the socket when the transport has nothing buffered, as asyncio does, and
-    hands only what the kernel did not take (or everything, on any doubt or
-    error) to ``transport.write``.  That saves Twisted's buffer join, the
-    epoll registration and one reactor iteration per write, while keeping
-    order, flow control and error reporting Twisted's: a byte is never sent
-    ahead of bytes already queued, and with a pull (non-streaming) producer
-    registered on the transport every byte goes through Twisted, whose
-    ``doWrite`` is what asks that producer for more.  For any other transport
-    it is ``transport.write``.
-    """
-    from twisted.internet import tcp
-
-    if not isinstance(transport, tcp.Connection) or getattr(transport, "_sendmsgQueue", None) is not None:
-        return transport.write  # (UNIX sockets that pass descriptors attach them to queued bytes)
-    try:  # the state this relies on; a Twisted without it gets plain writes
-        sock = transport.socket
-        t: Any = transport
-        (t.TLS, t._tempDataLen, t.offset, t.dataBuffer, t.connected, t.disconnecting, t._writeDisconnected,
-         t._aborting, t.producer, t.streamingProducer)
-    except AttributeError:
-        return transport.write
-
-    def send(data: bytes) -> None:
-        if (
-            t.TLS  # Twisted's own startTLS on this transport: its write encrypts
-            or t._tempDataLen
-            or t.offset != len(t.dataBuffer)
-            or not t.connected
-            or t.disconnecting
-            or t._writeDisconnected
-            or t._aborting  # abortConnection: Twisted drops what is queued; so must we
-            or (t.producer is not None and not t.streamingProducer)  # pulled: resumed from Twisted's doWrite
-        ):
-            t.write(data)
-            return
-        try:
-            sent = sock.send(data)
-        except OSError:  # EAGAIN, or an error Twisted then reports on its own path
-            sent = 0
-        if sent < len(data):
-            t.write(data[sent:] if sent else data)
-
-    return send
 
 
 #: Seconds without a read or write over 32 KiB before a connection gives its
@@ -142,89 +92,6 @@ _RELEASE_DELAY = 2.0
 #: (class + transport's interfaces, and the same + ISSLTransport + INegotiated).
 #: zope computes them in ~50 us; made once, they cost a dict look-up.
 _provides_cache: dict[tuple[type, type], tuple[Any, Any]] = {}
-
-
-class _WriteBuffer:
-    """Plaintext written in this reactor turn, sent at its end or at
-    _AGGREGATE_LIMIT bytes.  A small object of its own: ProtocolWrapper's
-    ``__getattr__`` makes every attribute access on the wrapper slow, and
-    ``write`` is the call applications make most."""
-
-    __slots__ = ("chunks", "size", "call", "flush", "clock", "held")
-
-    def __init__(self, flush: Any, clock: Clock) -> None:
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.call: Any = None
-        self.flush = flush
-        self.clock = clock
-        self.held = False  # inside dataReceived: the wrapper flushes when it returns
-
-    def write(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.size += len(data)
-        if self.size >= _AGGREGATE_LIMIT:
-            self.flush()
-        elif self.call is None and not self.held:
-            self.call = self.clock.callLater(0, self.flush)
-
-
-@implementer(IPushProducer)
-class _ProducerGate:
-    """Stands between the transport and the wrapped protocol's producer.
-
-    The producer runs only while no one holds it paused: the transport
-    (its send buffer is full) or the wrapper (the handshake is not done).
-    """
-
-    def __init__(self, producer: Any, streaming: bool) -> None:
-        self.producer = producer
-        self.streaming = streaming
-        self._held: set[str] = set()
-
-    def hold(self, who: str) -> None:
-        if not self._held and self.streaming:
-            self.producer.pauseProducing()
-        self._held.add(who)
-
-    def release(self, who: str) -> None:
-        if who in self._held:
-            self._held.discard(who)
-            if not self._held and self.streaming:
-                self.producer.resumeProducing()
-
-    # IPushProducer, as the transport sees it.
-    def pauseProducing(self) -> None:
-        self.hold("transport")
-
-    def resumeProducing(self) -> None:
-        if self.streaming:
-            self.release("transport")
-        else:
-            self.producer.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.producer.stopProducing()
-
-
-@implementer(IPushProducer)
-class _ReadThrottle:
-    """Registered with the transport while the wrapped protocol has no
-    producer of its own: when the transport's send buffer fills (a peer that
-    sends but does not read, or a protocol writing faster than the peer
-    reads), reading stops until the buffer drains, so buffers stay bounded."""
-
-    def __init__(self, wrapper: TLSProtocolWrapper) -> None:
-        self.wrapper = wrapper
-
-    def pauseProducing(self) -> None:
-        self.wrapper._hold_reading("send-buffer")
-
-    def resumeProducing(self) -> None:
-        self.wrapper._release_reading("send-buffer")
-
-    def stopProducing(self) -> None:
-        self.wrapper._release_reading("send-buffer")
 
 
 # ISSLTransport (and INegotiated, which extends it) is provided per connection from the
@@ -254,11 +121,11 @@ class TLSProtocolWrapper(ProtocolWrapper):
         self._handshake_done = False
         self._handshake_waiters: list[Deferred[ConnectionInfo]] = []
         self._reason: Failure | None = None  # why the connection ends, if not clean
-        self._writes = _WriteBuffer(self._flush_writes, self._clock)
+        self._writes = WriteBuffer(self._flush_writes, self._clock)
         self._timeout_call: Any = None
         self._close_call: Any = None
-        self._gate: _ProducerGate | None = None
-        self._throttle: _ReadThrottle | None = None
+        self._gate: ProducerGate | None = None
+        self._throttle: ReadThrottle | None = None
         self._read_holds: set[str] = set()
         self._idle_call: Any = None
         self._release_call: Any = None
@@ -385,7 +252,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
             if offered:
                 engine.set_alpn_protocols(offered)
         self._engine = engine
-        self._send_ciphertext = _ciphertext_writer(self.transport)
+        self._send_ciphertext = ciphertext_writer(self.transport)
         # Read the socket in big chunks: fewer reactor turns and engine calls per MB
         # (Twisted's TCP transport reads bufferSize = 64 KiB per doRead).
         if getattr(self.transport, "bufferSize", _READ_CHUNK) < _READ_CHUNK:
@@ -544,7 +411,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if self._lost:
             producer.stopProducing()
             return
-        gate = _ProducerGate(producer, streaming)
+        gate = ProducerGate(producer, streaming)
         self._detach_throttle()
         self._gate = gate
         self._set_fast_write(False)  # with a producer, every write is flushed at once
@@ -597,7 +464,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
 
     def _attach_throttle(self) -> None:
         if self._throttle is None and self._gate is None and not self._lost:
-            throttle = _ReadThrottle(self)
+            throttle = ReadThrottle(self)
             try:
                 self.transport.registerProducer(throttle, True)
             except RuntimeError:  # the transport already has a producer
