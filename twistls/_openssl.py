@@ -320,14 +320,17 @@ class ContextHooks:
         sni: (exact names -> SSL_CTX*, wildcard parents -> SSL_CTX*); a
             wildcard ``*.example.com`` is stored under ``example.com``.
         keylog: the open key-log file, or ``None``.
+        ticket_keys: session-ticket keys from a shared key file (the first
+            encrypts), or ``None`` for OpenSSL's own per-process key.
     """
 
-    __slots__ = ("alpn", "sni", "keylog")
+    __slots__ = ("alpn", "sni", "keylog", "ticket_keys")
 
     def __init__(self) -> None:
         self.alpn: Any = None
         self.sni: tuple[dict[str, int], dict[str, int]] | None = None
         self.keylog: Any = None
+        self.ticket_keys: list[TicketKeyMaterial] | None = None
 
 
 _registry: dict[int, ConnectionHooks | ContextHooks] = {}
@@ -800,6 +803,105 @@ def set_server_session_cache(ctx: int, size: int, timeout: int | None, tickets: 
         SSL_CTX_set_timeout(ctx, timeout)
     if not tickets:
         SSL_CTX_set_options(ctx, OP_NO_TICKET)
+
+
+# --- session-ticket keys -----------------------------------------------------
+# With a shared key file, every process of a fleet encrypts tickets under the
+# same first key and decrypts under any key of the file (see _ticketkeys).
+# The callback only chooses keys and hands them to OpenSSL's own AES-256-CBC
+# and HMAC-SHA256 (RFC 5077's construction); no crypto is done here.
+
+
+class _OSSLParam(ctypes.Structure):
+    _fields_ = [
+        ("key", c_char_p),
+        ("data_type", c_uint),
+        ("data", c_void_p),
+        ("data_size", c_size_t),
+        ("return_size", c_size_t),
+    ]
+
+
+_OSSL_PARAM_UTF8_STRING = 4
+_OSSL_PARAM_OCTET_STRING = 5
+_OSSL_PARAM_UNMODIFIED = (1 << (8 * ctypes.sizeof(c_size_t))) - 1
+
+TICKET_KEY_CB = CFUNCTYPE(c_int, _vp, POINTER(c_ubyte), POINTER(c_ubyte), _vp, _vp, c_int)
+SSL_CTX_set_tlsext_ticket_key_evp_cb = _fn(libssl, "SSL_CTX_set_tlsext_ticket_key_evp_cb", c_int, _vp, TICKET_KEY_CB)
+EVP_aes_256_cbc = _fn(libcrypto, "EVP_aes_256_cbc", _vp)
+EVP_EncryptInit_ex = _fn(libcrypto, "EVP_EncryptInit_ex", c_int, _vp, _vp, _vp, c_char_p, _vp)
+EVP_DecryptInit_ex = _fn(libcrypto, "EVP_DecryptInit_ex", c_int, _vp, _vp, _vp, c_char_p, _vp)
+EVP_MAC_CTX_set_params = _fn(libcrypto, "EVP_MAC_CTX_set_params", c_int, _vp, POINTER(_OSSLParam))
+RAND_bytes = _fn(libcrypto, "RAND_bytes", c_int, _vp, c_int)
+_TICKET_IV_LENGTH = 16
+_DIGEST_NAME = ctypes.create_string_buffer(b"SHA256")
+
+
+class TicketKeyMaterial:
+    """One ticket key as OpenSSL needs it: name, AES key and the MAC
+    parameters (ctypes objects kept alive as long as the context)."""
+
+    __slots__ = ("name", "aes_key", "params", "_hmac")
+
+    def __init__(self, name: bytes, hmac_key: bytes, aes_key: bytes) -> None:
+        self.name = name
+        self.aes_key = aes_key
+        self._hmac = ctypes.create_string_buffer(hmac_key, len(hmac_key))
+        self.params = (_OSSLParam * 3)(
+            _OSSLParam(b"key", _OSSL_PARAM_OCTET_STRING, ctypes.cast(self._hmac, c_void_p), len(hmac_key), _OSSL_PARAM_UNMODIFIED),
+            _OSSLParam(b"digest", _OSSL_PARAM_UTF8_STRING, ctypes.cast(_DIGEST_NAME, c_void_p), 6, _OSSL_PARAM_UNMODIFIED),
+            _OSSLParam(None, 0, None, 0, 0),
+        )
+
+
+def _ticket_key(ssl: int | None, key_name: Any, iv: Any, cipher_ctx: int | None, mac_ctx: int | None, enc: int) -> int:
+    hooks = None
+    try:
+        hooks = ssl_hooks(ssl)
+        context = ctx_hooks(SSL_get_SSL_CTX(ssl)) if ssl else None
+        keys = context.ticket_keys if context is not None else None
+        if not keys:
+            return -1
+        if enc:
+            key = keys[0]
+            if RAND_bytes(iv, _TICKET_IV_LENGTH) != 1:
+                return -1
+            ctypes.memmove(key_name, key.name, 16)
+            if EVP_MAC_CTX_set_params(mac_ctx, key.params) != 1:
+                return -1
+            if EVP_EncryptInit_ex(cipher_ctx, EVP_aes_256_cbc(), None, key.aes_key, iv) != 1:
+                return -1
+            return 1
+        name = ctypes.string_at(key_name, 16)
+        for index, key in enumerate(keys):
+            if key.name == name:
+                if EVP_MAC_CTX_set_params(mac_ctx, key.params) != 1:
+                    return -1
+                if EVP_DecryptInit_ex(cipher_ctx, EVP_aes_256_cbc(), None, key.aes_key, iv) != 1:
+                    return -1
+                return 1 if index == 0 else 2  # 2: valid, but issue a ticket under the current key
+        return 0  # unknown key: a full handshake
+    except BaseException as exc:  # never raise into C
+        if hooks is not None:
+            hooks.error = exc
+        return -1
+
+
+ticket_key_callback = TICKET_KEY_CB(_ticket_key)
+
+
+def set_ticket_keys(ctx: int, hooks: ContextHooks, keys: list[tuple[bytes, bytes, bytes]]) -> None:
+    """Encrypt tickets of ``ctx`` under the first of ``keys`` (name, HMAC
+    key, AES key) and accept tickets under any of them.
+
+    Raises:
+        ValueError: OpenSSL refused the callback.
+    """
+    hooks.ticket_keys = [TicketKeyMaterial(*key) for key in keys]
+    if SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_callback) != 1:
+        hooks.ticket_keys = None
+        drain_errors()
+        raise ValueError("OpenSSL refused the session-ticket key callback")
 
 
 # --- key log ----------------------------------------------------------------------

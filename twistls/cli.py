@@ -177,6 +177,21 @@ def _parser() -> argparse.ArgumentParser:
     mkcert.add_argument("--days", type=int, default=30, help="validity in days (default %(default)s)")
     mkcert.add_argument("--force", action="store_true", help="replace files already in the directory")
 
+    mkticketkey = sub.add_parser(
+        "mkticketkey",
+        help="make or rotate a session-ticket key file shared by server processes",
+        description=(
+            "Write FILE (mode 0600, atomically) with a new random session-ticket key.  With "
+            "--rotate, put a new key first in an existing FILE and drop the oldest beyond --keep: "
+            "servers given ticketKeyFile=FILE (--ticket-key-file) encrypt new tickets under the "
+            "first key and still resume tickets under the others.  Reload them (SIGHUP) after a rotation."
+        ),
+    )
+    mkticketkey.add_argument("file", metavar="FILE", help="the key file")
+    mkticketkey.add_argument("--rotate", action="store_true", help="add a new first key to an existing file")
+    mkticketkey.add_argument("--keep", type=int, default=3, help="keys kept by --rotate, 2..8 (default %(default)s)")
+    mkticketkey.add_argument("--force", action="store_true", help="replace an existing FILE with one new key")
+
     demo = sub.add_parser(
         "demo",
         help="twistd twistls echo on 127.0.0.1 with a mkcert CA, probed (verified) and with a wrong name (rejected)",
@@ -223,12 +238,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_verify(args)
     if args.command == "mkcert":
         return _mkcert(args)
+    if args.command == "mkticketkey":
+        return _mkticketkey(args)
     if args.command == "demo":
         from twistls._demo import run_demo
 
         return run_demo(args.message, in_process=args.in_process)
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _mkticketkey(args: argparse.Namespace) -> int:
+    import os
+
+    from twistls._ticketkeys import new_key, rotate_key_file, write_key_file
+    from twistls.errors import ConfigurationError
+
+    try:
+        if args.rotate:
+            if not os.path.exists(args.file):
+                print(f"twistls mkticketkey: {args.file}: no such file to rotate (leave out --rotate to make one)", file=sys.stderr)
+                return 1
+            keys = rotate_key_file(args.file, keep=args.keep)
+        elif os.path.exists(args.file) and not args.force:
+            print(f"twistls mkticketkey: {args.file} exists: use --rotate (or --force to replace it)", file=sys.stderr)
+            return 1
+        else:
+            keys = [new_key()]
+            write_key_file(args.file, keys)
+    except (ConfigurationError, OSError) as exc:
+        print(f"twistls mkticketkey: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: {len(keys)} key(s), new first key {keys[0].name.hex()}")
+    return 0
 
 
 def _mkcert(args: argparse.Namespace) -> int:

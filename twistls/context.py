@@ -47,6 +47,7 @@ from M2Crypto import BIO, EVP, m2
 
 from twistls import _openssl as _ossl
 from twistls._engine import ContextHandle, TLSEngine
+from twistls._ticketkeys import read_key_file
 from twistls.checker import Checker, parse_ip
 from twistls.errors import ConfigurationError
 
@@ -748,6 +749,35 @@ class ClientContextFactory(_ContextFactory):
         if self._sessions is not None:
             self._sessions.clear()
 
+    def getContext(self, *args: object) -> None:
+        """Refuse Twisted's own TLS: always raises.
+
+        Twisted calls this on an object that declares none of its TLS
+        interfaces, at once: ``reactor.connectSSL``, ``endpoints.wrapClientTLS``
+        (at ``connect()``), ``transport.startTLS`` on a Twisted transport (as
+        ``ESMTPSenderFactory`` does) and, with ``(hostname, port)``, an
+        ``Agent(contextFactory=...)`` on its first ``https://`` request.
+
+        Raises:
+            TypeError: always, naming the twistls API to use instead.
+
+        .. versionadded:: 0.1
+        """
+        if args:  # Agent(contextFactory=policy) calls getContext(hostname, port)
+            raise TypeError(
+                "a twistls.ClientContextFactory is not a Twisted HTTPS policy: use "
+                "Agent.usingEndpointFactory(reactor, twistls.HTTPSEndpointFactory(reactor, policy)) "
+                "instead of Agent(reactor, contextFactory=policy)"
+            )
+        raise TypeError(
+            "a twistls.ClientContextFactory cannot be used by Twisted's own TLS "
+            "(reactor.connectSSL, endpoints.wrapClientTLS, ssl: endpoints, startTLS on a Twisted transport): use "
+            "reactor.connectTCP(host, port, twistls.TLSWrappingFactory(factory, policy)), "
+            "twistls.wrap_client_tls(hostname, policy, endpoint), "
+            "TLSWrappingFactory(factory, start_tls=True) for STARTTLS protocols such as ESMTPSenderFactory, "
+            "twistls.HTTPSEndpointFactory for Agent, or twistls.compat.connectSSL as a drop-in"
+        )
+
 
 def _verifier(checker: Checker) -> Callable[[Sequence[bytes], Sequence[bytes] | None], None]:
     """The engine verifier that runs ``checker`` on the handshake's chains."""
@@ -815,6 +845,12 @@ class ServerContextFactory(_ContextFactory):
             IDs, stateful TLS 1.3 tickets); ``0`` disables it.
         session_tickets: issue stateless session tickets (default ``True``).
         session_timeout: session lifetime in seconds (OpenSSL's default: 300).
+        ticket_key_file: a session-ticket key file shared by every process
+            serving this name (see :mod:`twistls._ticketkeys`; make one with
+            ``twistls mkticketkey FILE``): its first key encrypts new
+            tickets and every key decrypts, so processes resume each other's
+            sessions.  Re-read by :meth:`reload`.  Without it each process
+            has its own random key.
         crlfile, crl_path, crl_check: CRLs for client certificates, as for
             :class:`ClientContextFactory` (need ``client_cafile``/``client_capath``).
         keylog_file: as for :class:`ClientContextFactory`.
@@ -854,12 +890,17 @@ class ServerContextFactory(_ContextFactory):
         session_cache_size: int = 20480,
         session_tickets: bool = True,
         session_timeout: int | None = None,
+        ticket_key_file: str | os.PathLike[str] | None = None,
         crlfile: str | os.PathLike[str] | None = None,
         crl_path: str | os.PathLike[str] | None = None,
         crl_check: str = "leaf",
         keylog_file: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(handshake_timeout=handshake_timeout)
+        if ticket_key_file is not None and not session_tickets:
+            raise ConfigurationError("ticket_key_file given with session_tickets=False: drop one of them")
+        self.ticket_key_file = None if ticket_key_file is None else os.fspath(ticket_key_file)
+        self._ticket_keys: list[tuple[bytes, bytes, bytes]] = []
         minimum_version = _profile_minimum(profile, minimum_version)
         self.profile = profile
         self.protocol = _Protocol(minimum_version, maximum_version, ciphers, ciphersuites, groups)
@@ -923,6 +964,11 @@ class ServerContextFactory(_ContextFactory):
 
     def _make_handle(self) -> ContextHandle:
         """Build the default SSL_CTX and, for SNI, one per certificate."""
+        if self.ticket_key_file is not None:
+            keys, warning = read_key_file(self.ticket_key_file)
+            if warning:
+                log.warning("twistls: %s", warning)
+            self._ticket_keys = [(k.name, k.hmac_key, k.aes_key) for k in keys]
         handle = self._make_one(self.certificate, self.private_key)
         if self.sni_certificates:
             exact: dict[str, int] = {}
@@ -966,6 +1012,11 @@ class ServerContextFactory(_ContextFactory):
         _ossl.set_server_session_cache(
             handle.address, self.effective_session_cache_size, self.session_timeout, self.session_tickets
         )
+        if self._ticket_keys:
+            try:
+                _ossl.set_ticket_keys(handle.address, handle.hooks, self._ticket_keys)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
         _enable_keylog(handle, self.keylog_file, "server")
         return handle
 
@@ -1027,6 +1078,27 @@ class ServerContextFactory(_ContextFactory):
         if self.verifies_clients:
             return TLSEngine(self._handle, client=False, verifier=_check_client_purpose)
         return TLSEngine(self._handle, client=False)
+
+    def getContext(self, *args: object) -> None:
+        """Refuse Twisted's own TLS: always raises.
+
+        Twisted calls this on an object that declares none of its TLS
+        interfaces, at once: ``reactor.listenSSL``, ``endpoints.wrapServerTLS``
+        (at ``listen()``) and ``transport.startTLS`` on a Twisted transport.
+
+        Raises:
+            TypeError: always, naming the twistls API to use instead.
+
+        .. versionadded:: 0.1
+        """
+        raise TypeError(
+            "a twistls.ServerContextFactory cannot be used by Twisted's own TLS "
+            "(reactor.listenSSL, endpoints.wrapServerTLS, ssl: endpoints, startTLS on a Twisted transport): use "
+            "reactor.listenTCP(port, twistls.TLSWrappingFactory(factory, policy)), "
+            "twistls.wrap_server_tls(policy, endpoint), "
+            "TLSWrappingFactory(factory, start_tls=True) for STARTTLS protocols, "
+            "or twistls.compat.listenSSL as a drop-in"
+        )
 
 
 _CLIENT_PURPOSE = Checker(purpose="client")
