@@ -509,6 +509,28 @@ class Options(usage.Options):
             raise usage.UsageError("choose a sub-command: proxy or echo (see --help)")
 
 
+class _Listening(StreamServerEndpointService):
+    """Listens on ``endpoint``; a port that cannot be opened (in use, no
+    permission) ends twistd at once with one line naming it, instead of a
+    logged error and a server that serves nothing."""
+
+    def __init__(self, option: str, endpoint: Any, factory: Any) -> None:
+        super().__init__(endpoint, factory)  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        self.option = option
+
+    def privilegedStartService(self) -> None:
+        from twisted.internet.error import CannotListenError
+
+        self._raiseSynchronously = True
+        try:
+            super().privilegedStartService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        except CannotListenError as exc:
+            where = f"{exc.interface or '*'}:{exc.port}"
+            reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
+            log.critical("{option}: cannot listen on {where}: {reason}", option=self.option, where=where, reason=reason)
+            raise SystemExit(1) from None
+
+
 class _ReloadOnSighup(service.Service):
     """While running, ``SIGHUP`` reloads the server certificates and keys from
     their files (new connections get them; a failed reload keeps the old ones
@@ -549,13 +571,14 @@ def makeService(options: Options) -> service.MultiService:
     top = service.MultiService()
     if options.subCommand == "proxy":
         factory = _ProxyFactory(sub["connect-endpoint"])
-        StreamServerEndpointService(sub["listen-endpoint"], factory).setServiceParent(top)
+        _Listening(f"--listen {sub['listen']}", sub["listen-endpoint"], factory).setServiceParent(top)
         reloader = _ReloadOnSighup(_server_factories(sub["listen-endpoint"]))
         reloader.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
     else:
         reloader = _ReloadOnSighup(_server_factories(sub["listen-endpoint"], sub["context-factory"]))
         reloader.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
-        StreamServerEndpointService(sub["listen-endpoint"], Factory.forProtocol(_Echo)).setServiceParent(top)
+        where = f"--listen {sub['listen']}" if sub["listen"] else f"--port {sub['port']}"
+        _Listening(where, sub["listen-endpoint"], Factory.forProtocol(_Echo)).setServiceParent(top)
         if sub["starttls-endpoint"] is not None:
             tls = sub["listen-endpoint"]  # a TLSServerEndpoint: STARTTLS needs a context factory
             plain = Factory.forProtocol(_StartTLSEcho)
@@ -563,5 +586,5 @@ def makeService(options: Options) -> service.MultiService:
             wrapping = TLSWrappingFactory(
                 plain, None, start_tls=True, idle_timeout=tls.idle_timeout, allow_truncation=tls.allow_truncation
             )
-            StreamServerEndpointService(sub["starttls-endpoint"], wrapping).setServiceParent(top)
+            _Listening(f"--starttls-port {sub['starttls-port']}", sub["starttls-endpoint"], wrapping).setServiceParent(top)
     return top
