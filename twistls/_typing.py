@@ -13,14 +13,14 @@ typing Protocol, so the narrowed type is not a subtype in mypy's eyes).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from twistls._engine import ConnectionInfo
+    from twistls._engine import ConnectionInfo, TLSEngine
 
-__all__ = ["ClientEndpoint", "Clock", "DelayedCall", "ServerEndpoint", "TLSTransport", "Transport"]
+__all__ = ["ClientEndpoint", "Clock", "DelayedCall", "EngineFactory", "ServerEndpoint", "TLSTransport", "Transport"]
 
 
 class DelayedCall(Protocol):
@@ -85,3 +85,28 @@ class ServerEndpoint(Protocol):
     """Any :class:`~twisted.internet.interfaces.IStreamServerEndpoint` provider."""
 
     def listen(self, protocolFactory: Any) -> Deferred[Any]: ...
+
+
+@runtime_checkable
+class EngineFactory(Protocol):
+    """The seam between the wrapper and a context factory: everything
+    :class:`~twistls.protocol.TLSProtocolWrapper` and
+    :class:`~twistls.protocol.TLSWrappingFactory` use of one
+    (:class:`~twistls.context.ClientContextFactory`,
+    :class:`~twistls.context.ServerContextFactory`, and what wraps them).
+    """
+
+    #: The role of the engines it makes.
+    client: bool
+    #: Seconds before a stalled handshake is abandoned (``None``: never).
+    handshake_timeout: float | None
+    #: ALPN protocols (a server with none uses the wrapped factory's).
+    alpn_protocols: tuple[bytes, ...]
+
+    def create_engine(self, peer_address: tuple[str, int] | None = None) -> TLSEngine:
+        """A new engine for one connection to or from ``peer_address``."""
+        ...
+
+    def check_usable(self) -> None:
+        """Raise ConfigurationError if no connection could ever succeed."""
+        ...

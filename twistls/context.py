@@ -544,6 +544,11 @@ class _ContextFactory:
         """The ``SSL_OP_*`` bits set on the context."""
         return int(_ossl.SSL_CTX_get_options(self._handle.address))
 
+    def check_usable(self) -> None:
+        """Raise :class:`~twistls.errors.ConfigurationError` if no connection
+        made from this factory could succeed (a verifying client without a
+        hostname); wrapping factories call it when they are made."""
+
 
 class ClientContextFactory(_ContextFactory):
     """Client-side TLS policy; builds one ``SSL_CTX``, reused for every connection.
@@ -699,6 +704,18 @@ class ClientContextFactory(_ContextFactory):
                 purpose=None if self.insecure_skip_verify else "server",
             )
 
+    def check_usable(self) -> None:
+        """Refuse a factory no connection could succeed with.
+
+        Raises:
+            ConfigurationError: verification is on but no hostname was given.
+        """
+        if self.hostname is None and not self.insecure_skip_verify:
+            raise ConfigurationError(
+                "a verifying TLS client needs the hostname to check: pass hostname=... "
+                "(or use with_hostname())"
+            )
+
     def with_hostname(self, hostname: str) -> ClientContextFactory:
         """A factory for another expected host, sharing this one's ``SSL_CTX``.
 
@@ -720,11 +737,7 @@ class ClientContextFactory(_ContextFactory):
         Raises:
             ConfigurationError: no hostname was configured while verification is on.
         """
-        if self.hostname is None and not self.insecure_skip_verify:
-            raise ConfigurationError(
-                "a verifying TLS client needs the hostname to check: pass hostname=... "
-                "(or use with_hostname())"
-            )
+        self.check_usable()
         checker = self._checker
         verifier = None if checker is None else _verifier(checker)
         engine = TLSEngine(self._handle, client=True, server_hostname=self._sni, verifier=verifier)
@@ -1073,8 +1086,8 @@ class ServerContextFactory(_ContextFactory):
             return self.session_cache_size
         return min(self.session_cache_size, self.session_cache_memory // self.max_peer_chain_size)
 
-    def create_engine(self) -> TLSEngine:
-        """A new server engine for one connection."""
+    def create_engine(self, peer_address: tuple[str, int] | None = None) -> TLSEngine:
+        """A new server engine for one connection (``peer_address`` is not used)."""
         if self.verifies_clients:
             return TLSEngine(self._handle, client=False, verifier=_check_client_purpose)
         return TLSEngine(self._handle, client=False)

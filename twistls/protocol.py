@@ -61,6 +61,7 @@ from twistls._engine import (
     TLSEngine,
     Truncated,
 )
+from twistls._typing import EngineFactory
 from twistls.errors import (
     ConfigurationError,
     ConnectionTruncatedError,
@@ -162,7 +163,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
         self.wrappedProtocol.makeConnection(self)
 
     def connectionMade(self) -> None:
-        if not getattr(self.factory.context_factory, "client", False):
+        if not self.factory.client:
             # Servers stop reading from a peer that does not read what they
             # send.  Clients do not: two sides that both did could deadlock.
             self._attach_throttle()
@@ -237,17 +238,10 @@ class TLSProtocolWrapper(ProtocolWrapper):
     startTLS = start_tls
 
     def _start(self, context_factory: Any) -> None:
-        create = getattr(context_factory, "create_engine", None)
-        if create is None:
-            raise ConfigurationError(
-                "twistls needs a twistls.ClientContextFactory or ServerContextFactory, not "
-                f"{type(context_factory).__name__}"
-            )
-        if getattr(context_factory, "session_cache_size", 0) and getattr(context_factory, "client", False):
-            engine = create(peer_address=_peer_address(self.transport))  # the session cache key
-        else:
-            engine = create()
-        if not engine.client and not getattr(context_factory, "alpn_protocols", ()):
+        seam = _engine_factory(context_factory)
+        # The peer address is a client's session-cache key.
+        engine = seam.create_engine(peer_address=_peer_address(self.transport) if seam.client else None)
+        if not engine.client and not seam.alpn_protocols:
             offered = self.factory.acceptableProtocols()
             if offered:
                 engine.set_alpn_protocols(offered)
@@ -262,7 +256,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
             self.__provides__ = pair[1]  # what alsoProvides computes, made once (~50 us a call)
         else:  # something else declared on this instance since makeConnection
             alsoProvides(self, ISSLTransport, INegotiated)
-        timeout = getattr(context_factory, "handshake_timeout", None)
+        timeout = seam.handshake_timeout
         if timeout:
             self._timeout_call = self._clock.callLater(timeout, self._handshake_timed_out, timeout)
         if self._gate is not None:
@@ -428,7 +422,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
         self._flush_writes()
         if not self._lost:
             self.transport.unregisterProducer()
-            if not self.disconnecting and not getattr(self.factory.context_factory, "client", False):
+            if not self.disconnecting and not self.factory.client:
                 self._attach_throttle()
         if self._shutdown_pending and self.disconnecting:
             self._shutdown_pending = False
@@ -780,6 +774,16 @@ class TLSProtocolWrapper(ProtocolWrapper):
         return reason
 
 
+def _engine_factory(context_factory: object) -> EngineFactory:
+    """``context_factory`` as the typed seam, or a ConfigurationError."""
+    if not isinstance(context_factory, EngineFactory):
+        raise ConfigurationError(
+            "twistls needs a twistls.ClientContextFactory or ServerContextFactory, not "
+            f"{type(context_factory).__name__}"
+        )
+    return context_factory
+
+
 def _peer_address(transport: Any) -> tuple[str, int] | None:
     """The (host, port) of the peer, if the transport is an IP connection."""
     try:
@@ -848,22 +852,11 @@ class TLSWrappingFactory(WrappingFactory[TLSProtocolWrapper]):
         self.idle_timeout = idle_timeout
         if context_factory is None and not start_tls:
             raise ConfigurationError("TLSWrappingFactory needs a context_factory unless start_tls=True")
-        if context_factory is not None and not callable(getattr(context_factory, "create_engine", None)):
-            raise ConfigurationError(
-                "context_factory must be a twistls ClientContextFactory or ServerContextFactory, not "
-                f"{type(context_factory).__name__}"
-            )
-        if (
-            getattr(context_factory, "client", False)
-            and getattr(context_factory, "hostname", "") is None
-            and not getattr(context_factory, "insecure_skip_verify", False)
-        ):
-            # Every connection would fail: say so now, not per connection.
-            raise ConfigurationError(
-                "a verifying TLS client needs the hostname to check: pass hostname=... "
-                "(or use with_hostname())"
-            )
+        if context_factory is not None:
+            _engine_factory(context_factory).check_usable()  # every connection would fail: say so now
         self.context_factory = context_factory
+        #: The role of connections that start TLS at once (servers throttle reads).
+        self.client = context_factory is not None and bool(context_factory.client)
         self.start_tls = bool(start_tls)
         self.allow_truncation = bool(allow_truncation)
         self.close_timeout = close_timeout
