@@ -115,17 +115,20 @@ class DefaultsTests(SynchronousTestCase):
 
     def test_client_verify_mode_and_depth(self) -> None:
         """A default client verifies with PEER|FAIL_IF_NO_PEER_CERT at depth 9."""
-        ctx = _client().context_address
+        factory = _client()  # held: the SSL_CTX is freed with its factory
+        ctx = factory.context_address
         self.assertEqual(ossl.SSL_CTX_get_verify_mode(ctx), ossl.VERIFY_PEER | ossl.VERIFY_FAIL_IF_NO_PEER_CERT)
         self.assertEqual(ossl.SSL_CTX_get_verify_depth(ctx), 9)
 
     def test_client_verify_depth_configurable(self) -> None:
         """verify_depth=3 is what the SSL_CTX holds."""
-        self.assertEqual(ossl.SSL_CTX_get_verify_depth(_client(verify_depth=3).context_address), 3)
+        factory = _client(verify_depth=3)  # held: the SSL_CTX is freed with its factory
+        self.assertEqual(ossl.SSL_CTX_get_verify_depth(factory.context_address), 3)
 
     def test_server_verify_mode_without_client_cas(self) -> None:
         """A default server asks for no client certificate."""
-        self.assertEqual(ossl.SSL_CTX_get_verify_mode(_server().context_address), ossl.VERIFY_NONE)
+        factory = _server()  # held: the SSL_CTX is freed with its factory
+        self.assertEqual(ossl.SSL_CTX_get_verify_mode(factory.context_address), ossl.VERIFY_NONE)
 
     def test_server_verify_mode_with_client_cas(self) -> None:
         """With client CAs a server requires and verifies client certificates, or only verifies them when asked."""
@@ -151,7 +154,8 @@ class DefaultsTests(SynchronousTestCase):
 
     def test_minimum_version_tls13(self) -> None:
         """minimum_version='TLSv1.3' is what the SSL_CTX holds."""
-        ctx = _client(minimum_version="TLSv1.3").context_address
+        factory = _client(minimum_version="TLSv1.3")  # held: the SSL_CTX is freed with its factory
+        ctx = factory.context_address
         self.assertEqual(ossl.SSL_CTX_ctrl(ctx, CTRL_GET_MIN_PROTO_VERSION, 0, None), 0x0304)
 
     def test_weak_rsa_key_refused(self) -> None:
