@@ -1,0 +1,1 @@
+Shared session-ticket keys: ``ServerContextFactory(ticket_key_file=...)`` encrypts tickets under the first key of a shared file and decrypts under any of them (re-read by ``reload()``), so server processes resume each other's sessions; ``twistls mkticketkey FILE [--rotate]`` makes and rotates the file (new key first, oldest dropped, written atomically, mode 0600).
