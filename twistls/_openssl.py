@@ -337,6 +337,16 @@ _registry: dict[int, ConnectionHooks | ContextHooks] = {}
 _tokens = itertools.count(1)
 
 
+def _attach(set_ex_data: Any, address: int, slot: int, hooks: ConnectionHooks | ContextHooks, what: str) -> int:
+    token = next(_tokens)
+    _registry[token] = hooks
+    if set_ex_data(address, slot, token) != 1:
+        del _registry[token]
+        drain_errors()
+        raise MemoryError(f"OpenSSL could not attach twistls' hooks to the {what}")
+    return token
+
+
 def attach_ssl(ssl: int, hooks: ConnectionHooks) -> int:
     """Make ``hooks`` reachable from ``ssl``'s callbacks; returns the token
     to :func:`detach` with once the ``SSL*`` is freed.
@@ -344,24 +354,12 @@ def attach_ssl(ssl: int, hooks: ConnectionHooks) -> int:
     Raises:
         MemoryError: OpenSSL could not store the token.
     """
-    token = next(_tokens)
-    _registry[token] = hooks
-    if SSL_set_ex_data(ssl, _SSL_SLOT, token) != 1:
-        del _registry[token]
-        drain_errors()
-        raise MemoryError("OpenSSL could not attach twistls' hooks to the SSL object")
-    return token
+    return _attach(SSL_set_ex_data, ssl, _SSL_SLOT, hooks, "SSL object")
 
 
 def attach_ctx(ctx: int, hooks: ContextHooks) -> int:
     """As :func:`attach_ssl`, for an ``SSL_CTX*``."""
-    token = next(_tokens)
-    _registry[token] = hooks
-    if SSL_CTX_set_ex_data(ctx, _CTX_SLOT, token) != 1:
-        del _registry[token]
-        drain_errors()
-        raise MemoryError("OpenSSL could not attach twistls' hooks to the SSL_CTX")
-    return token
+    return _attach(SSL_CTX_set_ex_data, ctx, _CTX_SLOT, hooks, "SSL_CTX")
 
 
 def detach(token: int) -> None:
