@@ -61,3 +61,80 @@ class PortInUseTests(TwistdTestCase):
         data, _ = self.tls_roundtrip(port, b"still serving")
         self.assertEqual(data, b"still serving")
         self.assertIsNone(proc.poll())
+
+
+def _peer_der(port: int, server_name: str = "localhost") -> bytes:
+    """The DER certificate the server on ``port`` sends for ``server_name`` (not verified: only compared)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=server_name) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def _copy(source: str, target: str) -> None:
+    with open(source, "rb") as f:
+        data = f.read()
+    with open(target + ".tmp", "wb") as f:
+        f.write(data)
+    os.chmod(target + ".tmp", 0o600)
+    os.replace(target + ".tmp", target)
+
+
+def _wait_for(predicate: object, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+class SighupReloadTests(TwistdTestCase):
+    """``kill -HUP`` renews the certificate of every ``twistls:`` server, under any twistd plugin."""
+
+    def renew(self, proc: subprocess.Popen[bytes], port: int, live: str, server_name: str = "localhost") -> None:
+        """Swap ``live`` for the other.example certificate, SIGHUP, and check it is served and logged;
+        then swap in garbage, SIGHUP, and check the old one stays, with one [twistls#error] line."""
+        self.assertEqual(_peer_der(port, server_name), self.p.server.der)
+        _copy(self.p.wrong_name_server.chain, live)
+        proc.send_signal(signal.SIGHUP)
+        self.assertTrue(_wait_for(lambda: _peer_der(port, server_name) == self.p.wrong_name_server.der), _read(proc.log))  # type: ignore[attr-defined]
+        self.assertTrue(_wait_for(lambda: "notAfter" in _read(proc.log)), _read(proc.log))  # type: ignore[attr-defined]
+        (line,) = [line for line in _read(proc.log).splitlines() if "reloaded" in line]  # type: ignore[attr-defined]
+        self.assertIn("[twistls#info]", line)
+        self.assertIn("DNS:other.example", line)
+        self.assertIn("subject", line)
+
+        with open(live, "wb") as f:
+            f.write(b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
+        proc.send_signal(signal.SIGHUP)
+        self.assertTrue(_wait_for(lambda: "reload failed" in _read(proc.log)), _read(proc.log))  # type: ignore[attr-defined]
+        text = _read(proc.log)  # type: ignore[attr-defined]
+        (failed,) = [line for line in text.splitlines() if "reload failed" in line]
+        self.assertIn("[twistls#error]", failed)
+        self.assertIn(live, failed)
+        self.assertNotIn("[stderr#error]", text)
+        self.assertEqual(_peer_der(port, server_name), self.p.wrong_name_server.der)
+        self.assertIsNone(proc.poll())
+        self.assert_stops_cleanly(proc)
+
+    def test_twistd_web_listen_string_reloads_on_sighup(self) -> None:
+        """twistd web --listen twistls:... survives SIGHUP, serves the renewed certificate, and keeps it when the new file is bad."""
+        live = os.path.join(self.tmp, "live.pem")
+        _copy(self.p.server.chain, live)
+        port = free_port()
+        listen = f"twistls:{port}:certificate={_esc(live)}:interface=127.0.0.1"
+        proc = self.start("web", "web", "--path", self.tmp, "--listen", listen, port=port)
+        self.renew(proc, port, live)
+
+    def test_twistd_twistls_echo_certificate_reloads_on_sighup(self) -> None:
+        """twistd twistls echo --certificate reloads on SIGHUP through the same handler, logged once per reload."""
+        live = os.path.join(self.tmp, "live.pem")
+        _copy(self.p.server.chain, live)
+        port = free_port()
+        proc = self.start("echo", "twistls", "echo", "--certificate", live, "--port", str(port), port=port)
+        self.renew(proc, port, live)

@@ -37,6 +37,7 @@ import hashlib
 import logging
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence, Union
@@ -878,6 +879,10 @@ class ServerContextFactory(_ContextFactory):
     client = False
     _directory: str | None = None
     _directory_default: str | None = None
+    #: A directory of ``<hostname>.pem`` files re-scanned by :meth:`reload`
+    #: beside a fixed default ``certificate`` (``twistls:`` strings with
+    #: ``certificate=`` and ``sniDirectory=``).
+    _sni_directory: str | None = None
 
     def __init__(
         self,
@@ -1044,10 +1049,13 @@ class ServerContextFactory(_ContextFactory):
         """Re-read the certificate, key, CA and CRL files (or switch to new
         ones) into a new ``SSL_CTX`` and swap it in: new connections get the
         new certificate, established ones continue on the old one.  A factory
-        made by :meth:`from_directory` re-scans its directory.
+        made by :meth:`from_directory` (or a ``twistls:`` string with
+        ``sniDirectory=``) re-scans its directory: a vanished file drops its
+        name, a new one adds it.
 
         If anything fails the old context stays in use, the reason is logged
-        and the error raised.
+        (one line) and the error raised.  A success is logged with the new
+        certificate's subject, names and notAfter.
 
         Raises:
             ConfigurationError: a missing or bad file, a key that does not
@@ -1059,6 +1067,8 @@ class ServerContextFactory(_ContextFactory):
                 if self._directory is not None and certificate is None and sni_certificates is None:
                     table, fallback = _scan_directory(self._directory, self._directory_default)
                     self.certificate, self.private_key, self.sni_certificates = fallback, None, table
+                elif self._sni_directory is not None and sni_certificates is None:
+                    self.sni_certificates = _scan_sni_directory(self._sni_directory)
                 if certificate is not None:
                     self.certificate = os.fspath(certificate)
                     self.private_key = None if private_key is None else os.fspath(private_key)
@@ -1071,12 +1081,20 @@ class ServerContextFactory(_ContextFactory):
                 if sni_certificates is not None:
                     self.sni_certificates = _sni_table(sni_certificates)
                 handle = self._make_handle()
-            except ConfigurationError as exc:
+            except Exception as exc:
                 self.certificate, self.private_key, self.client_cafile, self.sni_certificates = saved
-                log.error("twistls: reload failed, still serving the previous certificate: %s", exc)
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                if not isinstance(exc, ConfigurationError):
+                    reason = f"{type(exc).__name__}: {reason}"
+                log.error("twistls: reload failed, still serving the previous certificate: %s", reason)
                 raise
             self._handle = handle
-            log.info("twistls: reloaded the server certificate from %r", self.certificate)
+            log.info(
+                "twistls: reloaded the server certificate from %r: %s%s",
+                self.certificate,
+                _describe_pem(self.certificate),
+                f" (and {len(self.sni_certificates)} SNI names)" if self.sni_certificates else "",
+            )
 
     @property
     def effective_session_cache_size(self) -> int:
@@ -1173,6 +1191,130 @@ def _scan_directory(directory: str, default: str | None) -> tuple[dict[str, tupl
     return _sni_table({k: v for k, v in table.items()}), fallback
 
 
+def _scan_sni_directory(directory: str) -> dict[str, tuple[str, str | None]]:
+    """The ``<hostname>.pem`` files of ``directory`` (``DEFAULT.pem`` left
+    out), as an SNI table.
+
+    Raises:
+        ConfigurationError: the directory cannot be read, or a bad name.
+    """
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise ConfigurationError(f"could not read the SNI directory {directory!r}: {exc.strerror}") from None
+    return _sni_table(
+        {
+            name[: -len(".pem")]: os.path.join(directory, name)
+            for name in names
+            if name.endswith(".pem") and name != "DEFAULT.pem" and os.path.isfile(os.path.join(directory, name))
+        }
+    )
+
+
+def _describe_pem(path: str) -> str:
+    """``subject ..., names ..., notAfter ...`` of the first certificate in
+    ``path``, for the reload log line (printable: certificate text is escaped)."""
+    from twistls._info import printable, san_names
+
+    try:
+        with open(path, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+    except (OSError, ValueError) as exc:
+        return f"(certificate not described: {type(exc).__name__})"
+    names = ", ".join(san_names(cert, uris=False)) or "none"
+    return printable(
+        f"subject {cert.subject.rfc4514_string()}, names {names}, notAfter {cert.not_valid_after_utc.isoformat()}"
+    )
+
+
+def _reload_each(factories: Any) -> None:
+    """Reload every factory; one that fails (with any exception, logged by
+    :meth:`ServerContextFactory.reload`) keeps its old certificate and does
+    not stop the others."""
+    for factory in list(factories):
+        try:
+            factory.reload()
+        except Exception:  # noqa: S110  # reload() logged it; the old certificate stays
+            pass
+
+
+# Server factories reloaded on SIGHUP by the process-wide handler (those of
+# ``twistls:`` server strings, and of ``twistd twistls``); weak, so that a
+# factory nobody serves with any more is dropped.
+_sighup_factories: weakref.WeakSet[ServerContextFactory] = weakref.WeakSet()
+_sighup_installed: list[Any] = []  # the reactor it is scheduled for, while it is
+
+
+def _reload_on_sighup_when_running(factory: ServerContextFactory, reactor: Any) -> None:
+    """Reload ``factory`` on every ``SIGHUP`` this process gets while
+    ``reactor`` runs (under any twistd plugin).  The handler is installed by
+    the reactor's main thread when it starts running (at once if it runs);
+    it chains to a handler installed before it.  Without a logging
+    configuration of their own, twistls' records then go to Twisted's log
+    in the ``twistls`` namespace (``[twistls#error]``), not to stderr."""
+    _sighup_factories.add(factory)
+    if not _sighup_installed:
+        _sighup_installed.append(reactor)
+        reactor.callWhenRunning(_install_sighup_handler, reactor)
+
+
+def _install_sighup_handler(reactor: Any) -> None:
+    import signal
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        log.warning("twistls: SIGHUP reloads need the reactor in the main thread; not installed")
+        return
+    previous = signal.getsignal(signal.SIGHUP)
+
+    def handler(signum: int, frame: Any) -> None:
+        reactor.callFromThread(_reload_each, _sighup_factories)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGHUP, handler)
+    _log_to_twisted()
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGHUP) is handler:
+            signal.signal(signal.SIGHUP, previous)
+        _sighup_installed.clear()
+
+    reactor.addSystemEventTrigger("after", "shutdown", restore)
+
+
+class _TwistedLogHandler(logging.Handler):
+    """Hands stdlib ``twistls`` records to :mod:`twisted.logger` (namespace ``twistls``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from twisted.logger import Logger, LogLevel
+
+        if record.levelno >= logging.CRITICAL:
+            level = LogLevel.critical
+        elif record.levelno >= logging.ERROR:
+            level = LogLevel.error
+        elif record.levelno >= logging.WARNING:
+            level = LogLevel.warn
+        elif record.levelno >= logging.INFO:
+            level = LogLevel.info
+        else:
+            level = LogLevel.debug
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not break the caller
+            message = str(record.msg)
+        Logger(namespace="twistls").emit(level, "{message}", message=message)
+
+
+def _log_to_twisted() -> None:
+    """Send stdlib ``twistls`` records to Twisted's log, unless logging is configured."""
+    std = logging.getLogger("twistls")
+    if std.hasHandlers():
+        return
+    std.addHandler(_TwistedLogHandler())
+    if std.level == logging.NOTSET:
+        std.setLevel(logging.INFO)
+
+
 def reload_on_sighup(*factories: ServerContextFactory, reactor: Any = None) -> Callable[[], None]:
     """Reload ``factories`` (:meth:`ServerContextFactory.reload`) whenever the
     process gets ``SIGHUP``; the reload runs in the reactor thread, a failure
@@ -1190,15 +1332,8 @@ def reload_on_sighup(*factories: ServerContextFactory, reactor: Any = None) -> C
 
         reactor = default_reactor
 
-    def reload_all() -> None:
-        for factory in factories:
-            try:
-                factory.reload()
-            except ConfigurationError:
-                pass  # logged by reload(); the old certificate stays
-
     def handler(signum: int, frame: Any) -> None:
-        reactor.callFromThread(reload_all)
+        reactor.callFromThread(_reload_each, factories)
 
     previous = signal.signal(signal.SIGHUP, handler)
 

@@ -257,9 +257,21 @@ class TLSServerEndpoint(_TLSEndpoint):
         self.context_factory = context_factory
         self.wrapped_endpoint = wrapped_endpoint
 
+    #: Set for endpoints made from ``twistls:`` strings: while the global
+    #: reactor runs, ``SIGHUP`` reloads :attr:`context_factory` (under any
+    #: twistd plugin).
+    _reload_on_sighup = False
+
     def listen(self, protocolFactory: Any) -> Deferred[Any]:
         """Listen; every accepted connection handshakes before the protocol
         sees a byte.  Returns the wrapped endpoint's Deferred (an ``IListeningPort``)."""
+        if self._reload_on_sighup:
+            from twisted.internet import reactor
+
+            from twistls.context import _reload_on_sighup_when_running
+
+            if self._clock is reactor:
+                _reload_on_sighup_when_running(self.context_factory, reactor)
         wrapping = self._wrapping(protocolFactory)
         return self.wrapped_endpoint.listen(wrapping)
 
@@ -757,7 +769,7 @@ def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
     """
     from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
-    from twistls.context import ServerContextFactory
+    from twistls.context import ServerContextFactory, _scan_sni_directory
 
     v = _collect("server", ("port",), _SERVER_KEYS, args, kwargs)
     if "port" not in v:
@@ -786,18 +798,18 @@ def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
     if certificate is None:  # sniDirectory= alone: its DEFAULT.pem serves clients without a known name
         context_factory = ServerContextFactory.from_directory(_directory("sniDirectory", v["sniDirectory"]), **options)
     else:
+        directory = None
         if "sniDirectory" in v:  # certificate= serves clients that send no or an unknown name
             directory = _directory("sniDirectory", v["sniDirectory"])
-            options["sni_certificates"] = {
-                name[: -len(".pem")]: os.path.join(directory, name)
-                for name in sorted(os.listdir(directory))
-                if name.endswith(".pem") and name != "DEFAULT.pem" and os.path.isfile(os.path.join(directory, name))
-            }
+            options["sni_certificates"] = _scan_sni_directory(directory)
         context_factory = ServerContextFactory(certificate, private_key, **options)
+        context_factory._sni_directory = directory  # reload() re-scans it
     interface = v.get("interface", "")
     endpoint_class: Callable[..., Any] = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
     wrapped = endpoint_class(reactor, port, backlog=backlog, interface=interface)
-    return wrap_server_tls(context_factory, wrapped, clock=reactor, **_connection_options(v))
+    endpoint = wrap_server_tls(context_factory, wrapped, clock=reactor, **_connection_options(v))
+    endpoint._reload_on_sighup = True
+    return endpoint
 
 
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)

@@ -299,7 +299,7 @@ class ProxyOptions(usage.Options):
         "Forward every connection accepted on --listen to --connect, both ways, "
         "with flow control. TLS termination: --listen twistls:8443:certificate=server.pem "
         "--connect tcp:127.0.0.1:8080. The reverse (plaintext in, verified TLS out): "
-        "--listen tcp:127.0.0.1:8080:interface=127.0.0.1 "
+        "--listen tcp:8080:interface=127.0.0.1 "
         "--connect twistls:host=db.example:port=443:caFile=ca.pem. "
         "See doc/howto/endpoint-strings.rst for the twistls: keys."
     )
@@ -534,24 +534,27 @@ class _Listening(StreamServerEndpointService):
 class _ReloadOnSighup(service.Service):
     """While running, ``SIGHUP`` reloads the server certificates and keys from
     their files (new connections get them; a failed reload keeps the old ones
-    and is logged)."""
+    and is logged).  It uses the same process-wide handler as every
+    ``twistls:`` server string, so each factory is reloaded once per signal."""
 
     def __init__(self, factories: list[Any]) -> None:
         self.factories = factories
-        self._restore: Any = None
 
     def startService(self) -> None:
-        from twistls.context import reload_on_sighup
+        from twisted.internet import reactor
+
+        from twistls.context import _reload_on_sighup_when_running
 
         service.Service.startService(self)
-        if self.factories:
-            self._restore = reload_on_sighup(*self.factories)
+        for factory in self.factories:
+            _reload_on_sighup_when_running(factory, reactor)
 
     def stopService(self) -> None:
+        from twistls.context import _sighup_factories
+
         service.Service.stopService(self)
-        if self._restore is not None:
-            self._restore()
-            self._restore = None
+        for factory in self.factories:
+            _sighup_factories.discard(factory)
 
 
 def _server_factories(*candidates: Any) -> list[Any]:
@@ -571,14 +574,16 @@ def makeService(options: Options) -> service.MultiService:
     top = service.MultiService()
     if options.subCommand == "proxy":
         factory = _ProxyFactory(sub["connect-endpoint"])
-        _Listening(f"--listen {sub['listen']}", sub["listen-endpoint"], factory).setServiceParent(top)
+        listening = _Listening(f"--listen {sub['listen']}", sub["listen-endpoint"], factory)
+        listening.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
         reloader = _ReloadOnSighup(_server_factories(sub["listen-endpoint"]))
         reloader.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
     else:
         reloader = _ReloadOnSighup(_server_factories(sub["listen-endpoint"], sub["context-factory"]))
         reloader.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
         where = f"--listen {sub['listen']}" if sub["listen"] else f"--port {sub['port']}"
-        _Listening(where, sub["listen-endpoint"], Factory.forProtocol(_Echo)).setServiceParent(top)
+        listening = _Listening(where, sub["listen-endpoint"], Factory.forProtocol(_Echo))
+        listening.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
         if sub["starttls-endpoint"] is not None:
             tls = sub["listen-endpoint"]  # a TLSServerEndpoint: STARTTLS needs a context factory
             plain = Factory.forProtocol(_StartTLSEcho)
@@ -586,5 +591,6 @@ def makeService(options: Options) -> service.MultiService:
             wrapping = TLSWrappingFactory(
                 plain, None, start_tls=True, idle_timeout=tls.idle_timeout, allow_truncation=tls.allow_truncation
             )
-            _Listening(f"--starttls-port {sub['starttls-port']}", sub["starttls-endpoint"], wrapping).setServiceParent(top)
+            listening = _Listening(f"--starttls-port {sub['starttls-port']}", sub["starttls-endpoint"], wrapping)
+            listening.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
     return top
