@@ -150,6 +150,35 @@ class ArgumentTests(SynchronousTestCase):
 # -- mkcert -----------------------------------------------------------------------------
 
 
+class ProxyHelpExampleTests(SynchronousTestCase):
+    """The examples in ``twistd twistls proxy --help`` parse as written."""
+
+    def test_every_listen_connect_example_parses(self) -> None:
+        """Each --listen/--connect pair quoted in the proxy help parses into a proxy service, run where its files exist."""
+        import re
+
+        from twistls import tap
+
+        work = tempfile.mkdtemp(prefix="twistls-test-proxyhelp-")
+        self.addCleanup(shutil.rmtree, work, True)
+        made = make_certificates(os.path.join(work, "made"))
+        shutil.copy(made.cafile, os.path.join(work, "ca.pem"))
+        with open(os.path.join(work, "server.pem"), "wb") as out:
+            for path in (made.certificate, made.private_key):
+                with open(path, "rb") as f:
+                    out.write(f.read())
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(work)
+        examples = re.findall(r"--listen (\S+) --connect (\S+?)\.?(?:\s|$)", " ".join(tap.ProxyOptions.longdesc.split()))
+        self.assertEqual(len(examples), 2, examples)
+        for listen, connect in examples:
+            options = tap.Options()
+            options.parseOptions(["proxy", "--listen", listen, "--connect", connect])
+            self.assertEqual(options.subOptions["listen"], listen)
+            self.assertEqual(options.subOptions["connect"], connect)
+
+
+
 class MkcertTests(SynchronousTestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="twistls-test-mkcert-")

@@ -10,14 +10,23 @@ twistls); no OpenSSL command line is run.  The layout written is::
     client.key    its key (mode 0600)
 
 The CA keys are never written: nothing more can be signed with this CA once
-the command ends, which is what "throwaway" means.
+the command ends, which is what "throwaway" means.  Every run makes a new CA
+with a subject of its own (the run's date and a random tag in the
+commonName) and subject/authority key identifiers, so the ``ca.pem`` of
+several runs can share one trust file and each still verifies its own
+certificates.  ``overwrite`` replaces every file of the layout atomically,
+and removes a ``client.pem``/``client.key`` left by an earlier run that the
+new one does not make (they chain to a CA that no longer exists).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
+import secrets
+import tempfile
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -118,8 +127,10 @@ def _ca(
     days: int,
 ) -> x509.Certificate:
     public = key.public_key()
-    builder = _base(_name(subject), issuer, public, now, days, ca=True, path_length=path_length).add_extension(
-        x509.SubjectKeyIdentifier.from_public_key(public), critical=False
+    builder = (
+        _base(_name(subject), issuer, public, now, days, ca=True, path_length=path_length)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
     )
     return builder.sign(issuer_key, hashes.SHA256())
 
@@ -157,13 +168,25 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _write(path: str, data: bytes, mode: int) -> None:
-    # Create with the final mode so a key is never readable by others, even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Write ``data`` to a new file beside ``path`` and rename it over ``path``:
+    a read-only or symlinked old file is replaced, never written through, and
+    a reader sees the old file or the new one, never half of one."""
+    directory = os.path.dirname(path) or "."
+    # mkstemp creates the file 0600, so a key is never readable by others, even briefly.
+    fd, temporary = tempfile.mkstemp(prefix=".mkcert-", dir=directory)
     try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def make_certificates(
@@ -182,7 +205,8 @@ def make_certificates(
             subjectAltName (the first is also its commonName).
         client_names: if given, also issue a client certificate (for mutual TLS).
         days: validity of every certificate.
-        overwrite: replace existing files instead of refusing.
+        overwrite: replace existing files instead of refusing (every file
+            of the layout, including an earlier run's client files).
 
     Returns:
         The paths written.
@@ -201,18 +225,25 @@ def make_certificates(
         "cert": os.path.join(directory, "server.pem"),
         "key": os.path.join(directory, "server.key"),
     }
+    client_paths = {
+        "client_cert": os.path.join(directory, "client.pem"),
+        "client_key": os.path.join(directory, "client.key"),
+    }
     if client_names:
-        paths["client_cert"] = os.path.join(directory, "client.pem")
-        paths["client_key"] = os.path.join(directory, "client.key")
-    existing = [p for p in paths.values() if os.path.exists(p)]
+        paths.update(client_paths)
+    existing = [p for p in (*paths.values(), *client_paths.values()) if os.path.lexists(p)]
     if existing and not overwrite:
         raise ValueError(f"{', '.join(existing)} already exist(s); pass --force to replace")
 
     now = datetime.datetime.now(datetime.timezone.utc)
+    # A subject of its own per run: OpenSSL finds an issuer by subject name, so two
+    # mkcert CAs with one subject in one trust file would shadow each other.
+    tag = f"{now:%Y-%m-%d} {secrets.token_hex(4)}"
     root_key = ec.generate_private_key(ec.SECP256R1())
-    root = _ca("twistls throwaway root CA", root_key, _name("twistls throwaway root CA"), root_key, 1, now, days)
+    root_name = _name(f"twistls throwaway root CA {tag}")
+    root = _ca(f"twistls throwaway root CA {tag}", root_key, root_name, root_key, 1, now, days)
     inter_key = ec.generate_private_key(ec.SECP256R1())
-    inter = _ca("twistls throwaway intermediate CA", inter_key, root.subject, root_key, 0, now, days)
+    inter = _ca(f"twistls throwaway intermediate CA {tag}", inter_key, root.subject, root_key, 0, now, days)
     server_key = ec.generate_private_key(ec.SECP256R1())
     server = _leaf(names, ExtendedKeyUsageOID.SERVER_AUTH, server_key, inter, inter_key, now, days)
 
@@ -226,6 +257,10 @@ def make_certificates(
         client_cert, client_key = paths["client_cert"], paths["client_key"]
         _write(client_cert, _pem(ccert) + _pem(inter), 0o644)
         _write(client_key, _key_pem(ckey), 0o600)
+    else:
+        for stale in client_paths.values():  # an earlier run's, signed by a CA that is gone
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
     return MkcertResult(
         directory=os.path.abspath(directory),
         cafile=os.path.abspath(paths["ca"]),

@@ -157,7 +157,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Write ca.pem (the root CA to trust), server.pem (the server certificate followed by "
             "its intermediate CA) and server.key (mode 0600) for NAMES into a directory, using "
-            "the cryptography library.  The CA keys are not kept."
+            "the cryptography library.  The CA keys are not kept.  Each run makes a CA with a subject and "
+            "key identifiers of its own, so the ca.pem of several runs can share one trust file."
         ),
     )
     mkcert.add_argument(
@@ -175,7 +176,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also issue client.pem/client.key for NAME, for mutual TLS (repeatable)",
     )
     mkcert.add_argument("--days", type=int, default=30, help="validity in days (default %(default)s)")
-    mkcert.add_argument("--force", action="store_true", help="replace files already in the directory")
+    mkcert.add_argument(
+        "--force",
+        action="store_true",
+        help="replace every file mkcert writes in the directory (and remove an earlier run's client.pem/client.key)",
+    )
 
     mkticketkey = sub.add_parser(
         "mkticketkey",
