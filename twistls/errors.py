@@ -52,6 +52,7 @@ __all__ = [
     "PinMismatchError",
     "NameConstraintsError",
     "CertificatePurposeError",
+    "PKIProfileError",
     "verification_error_for_code",
 ]
 
@@ -262,6 +263,39 @@ class CertificatePurposeError(VerificationError):
     def __init__(self, reason: str, *, purpose: str, subject: str | None = None) -> None:
         super().__init__(reason, verify_message="unsuitable certificate purpose", depth=0, subject=subject)
         self.purpose = purpose
+
+
+class PKIProfileError(VerificationError):
+    """The strict PKI profile refused a chain that OpenSSL's RFC 5280 checks
+    let through (or could not build a path at all): a commonName that is not
+    one of the subjectAltName values, a leaf without extendedKeyUsage, a
+    wildcard on a public suffix, a weak key, a malformed extension...
+
+    The message names the certificate (its subject) and the rule.  The
+    opt-out is ``pki_profile="rfc5280"`` (OpenSSL's checks and the Checker
+    only).
+
+    Attributes:
+        rule: the short name of the rule broken (``"cn-not-in-san"``,
+            ``"eku-missing"``, ``"path-validation"``...).
+        problems: every problem found in the chain, this one first (each a
+            :class:`PKIProfileError`); a live client reports the first.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        rule: str,
+        subject: str | None = None,
+        depth: int | None = None,
+        problems: Sequence[PKIProfileError] = (),
+    ) -> None:
+        super().__init__(reason, verify_message=f"strict PKI profile: {rule}", depth=depth, subject=subject)
+        self.rule = rule
+        self.problems: tuple[PKIProfileError, ...] = tuple(problems) or (self,)
 
 
 def _raw_message(error: BaseException) -> str:
