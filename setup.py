@@ -5,11 +5,19 @@ namespace (there is deliberately no ``__init__.py`` there: it would shadow
 Twisted's own).  After installing, regenerate Twisted's plugin cache with
 ``python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"``
 (``run.sh`` does it); without that Twisted still finds the plugins, only slower.
+This holds for ``pip install -e .`` too (see ``package_dir`` below).
 """
 
 from setuptools import setup
 
+# package_dir={"": "."} makes ``pip install -e .`` write a plain ``.pth`` naming
+# the checkout (setuptools' strategy for an explicit root, as for a src layout)
+# instead of an import finder that maps only the ``twistls`` package: Twisted's
+# plugin scan looks for ``twisted/plugins`` directories on ``sys.path``, so only
+# the ``.pth`` lets an editable install keep the ``twistls:`` endpoint strings
+# and the ``twistd twistls`` plugin.  Regular installs are unchanged.
 setup(
+    package_dir={"": "."},
     packages=["twistls", "twisted.plugins"],
     package_data={"twistls": ["py.typed"], "twisted.plugins": ["twistls_*.py"]},
 )

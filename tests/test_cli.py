@@ -688,3 +688,64 @@ class DemoTests(TestCase):
         self.assertIn("VERIFIED", text)
         self.assertIn("HostnameMismatchError", text)
         self.assertIn("twistd shut down cleanly", text)
+
+
+# -- editable installs -------------------------------------------------------------------
+
+
+_EDITABLE_CHECK = """
+import site, sys
+sys.path.append(sys.argv[2])  # the dependencies, without running their .pth files
+site.addsitedir(sys.argv[1])  # what pip does with the editable wheel's .pth
+from twisted.application.service import IServiceMaker
+from twisted.internet.interfaces import IStreamClientEndpointStringParserWithReactor
+from twisted.plugin import getPlugins
+import twistls
+print(twistls.__file__)
+print([p.prefix for p in getPlugins(IStreamClientEndpointStringParserWithReactor) if p.prefix == "twistls"])
+print([s.tapname for s in getPlugins(IServiceMaker) if s.tapname == "twistls"])
+"""
+
+
+class EditableInstallTests(SynchronousTestCase):
+    """``pip install -e .`` keeps the twistd plugin and the ``twistls:`` endpoint strings."""
+
+    def test_editable_wheel_puts_the_checkout_on_sys_path(self) -> None:
+        """The editable wheel setuptools builds from a copy of the checkout holds a .pth naming it, and through it Twisted finds both twistls plugins."""
+        import sysconfig
+        import zipfile
+
+        work = tempfile.mkdtemp(prefix="twistls-test-editable-")
+        self.addCleanup(shutil.rmtree, work, True)
+        copy = os.path.join(work, "checkout")
+        os.makedirs(os.path.join(copy, "twisted"))
+        for name in ("setup.py", "setup.cfg", "README.md"):
+            shutil.copy(os.path.join(ROOT, name), copy)
+        ignore = shutil.ignore_patterns("__pycache__", "dropin.cache")
+        shutil.copytree(os.path.join(ROOT, "twistls"), os.path.join(copy, "twistls"), ignore=ignore)
+        shutil.copytree(os.path.join(ROOT, "twisted", "plugins"), os.path.join(copy, "twisted", "plugins"), ignore=ignore)
+        wheels = os.path.join(work, "wheels")
+        build = "import sys; from setuptools import build_meta; print(build_meta.build_editable(sys.argv[1]))"
+        done = subprocess.run(
+            [sys.executable, "-c", build, wheels], cwd=copy, capture_output=True, text=True, timeout=120
+        )
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        with zipfile.ZipFile(os.path.join(wheels, done.stdout.split()[-1])) as wheel:
+            pths = [n for n in wheel.namelist() if n.endswith(".pth")]
+            self.assertEqual(len(pths), 1, wheel.namelist())
+            self.assertEqual(wheel.read(pths[0]).decode().split(), [os.path.realpath(copy)])
+            self.assertEqual([n for n in wheel.namelist() if n.endswith(".py")], [])  # no import finder
+            site_dir = os.path.join(work, "site")
+            wheel.extract(pths[0], site_dir)
+        checked = subprocess.run(
+            [sys.executable, "-S", "-c", _EDITABLE_CHECK, site_dir, sysconfig.get_paths()["purelib"]],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.assertEqual(checked.returncode, 0, checked.stderr[-2000:])
+        where, parsers, taps = checked.stdout.splitlines()[-3:]
+        self.assertTrue(where.startswith(os.path.realpath(copy)), where)
+        self.assertEqual(parsers, "['twistls']")
+        self.assertEqual(taps, "['twistls']")

@@ -1,0 +1,1 @@
+``pip install -e .`` keeps the ``twistls:`` endpoint strings and the ``twistd twistls`` plugin: ``setup.py`` declares ``package_dir={"": "."}``, so setuptools makes the editable install a ``.pth`` naming the checkout (where Twisted's plugin scan finds ``twisted/plugins/``) instead of an import hook that exposed only ``twistls``.  The README says how to install outside ``run.sh``.
