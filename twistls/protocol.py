@@ -285,7 +285,12 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if self._idle_call is not None:
             self._last_activity = self._clock.seconds()
         self._writes.write(data)
-        if self._gate is not None:
+        gate = self._gate
+        if gate is not None and not gate.streaming:
+            # A pull producer writes once per resumeProducing, which the
+            # transport calls when its buffer empties: hand it over now.
+            # A streaming producer's writes gather like any others (one
+            # record and one send per turn, up to AGGREGATE_LIMIT).
             self._flush_writes()
 
     def _set_fast_write(self, on: bool) -> None:
