@@ -4,6 +4,7 @@ plugin discovery, and real 127.0.0.1 connections."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from twisted.application.service import IServiceMaker
 from twisted.internet import defer, protocol, reactor, task
@@ -540,6 +541,17 @@ class PackagingTests(SynchronousTestCase):
         self.assertEqual(sorted(cache), ["twistls_endpoints", "twistls_service"])
 
 
+def _passphrase_file(testcase: Any, content: bytes) -> str:
+    """A mode-0600 file holding ``content``, removed after the test."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="twistls-passphrase-")
+    os.write(fd, content)
+    os.close(fd)
+    testcase.addCleanup(os.remove, path)
+    return path
+
+
 class DocumentationTests(SynchronousTestCase):
     """doc/howto/endpoint-strings.rst stays true."""
 
@@ -555,6 +567,7 @@ class DocumentationTests(SynchronousTestCase):
             "key.pem": p.server.key,
             "client.pem": p.client.cert,
             "client.key": p.client.key,
+            "passphrase.txt": _passphrase_file(self, b"not needed: the example key is not encrypted\n"),
         }
         with open(os.path.join(os.path.dirname(HERE), "doc", "howto", "endpoint-strings.rst"), encoding="utf-8") as f:
             text = f.read()
@@ -562,7 +575,7 @@ class DocumentationTests(SynchronousTestCase):
         lines = [line.strip() for line in examples.splitlines() if line.strip().startswith("twistls:")]
         self.assertGreaterEqual(len(lines), 10)
         for line in lines:
-            real = re.sub(r"=([\w.]+\.(?:pem|key))(?=:|$)", lambda m: "=" + _esc(files[m.group(1)]), line)
+            real = re.sub(r"=([\w.]+\.(?:pem|key|txt))(?=:|$)", lambda m: "=" + _esc(files[m.group(1)]), line)
             if ":host=" in line or not line.split(":")[1].isdigit() and "port=" not in line:
                 endpoint = clientFromString(MemoryReactor(), real)
                 self.assertIsInstance(endpoint, TLSClientEndpoint, line)
@@ -868,3 +881,63 @@ class StrictStringTests(SynchronousTestCase):
             _ClientParser().parseStreamClient(self.reactor, host="localhost", port="443", caFile=ca, pins="")
         with self.assertRaises(ConfigurationError):
             _ServerParser().parseStreamServer(self.reactor, "0", certificate=self.p.server.chain, handshakeTimeout="")
+
+
+def _encrypted_key(testcase: Any, key_path: str, passphrase: bytes) -> str:
+    """A copy of the PEM key at ``key_path``, encrypted with ``passphrase``."""
+    from cryptography.hazmat.primitives import serialization
+
+    with open(key_path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(passphrase)
+    )
+    return _passphrase_file(testcase, encrypted)
+
+
+class PassphraseFileStringTests(SynchronousTestCase):
+    """passphraseFile= opens encrypted keys in server and client strings."""
+
+    def test_server_string_opens_an_encrypted_key(self) -> None:
+        """A server string with passphraseFile= (one trailing newline stripped) loads an encrypted key."""
+        p = pki()
+        key = _encrypted_key(self, p.server.key, b"s3cret")
+        secret = _passphrase_file(self, b"s3cret\n")
+        endpoint = serverFromString(
+            MemoryReactor(), f"twistls:0:certificate={_esc(p.server.cert)}:privateKey={_esc(key)}:passphraseFile={_esc(secret)}"
+        )
+        self.assertIsInstance(endpoint, TLSServerEndpoint)
+        self.assertNotIn("s3cret", repr(vars(endpoint.context_factory)))
+
+    def test_server_string_without_or_with_a_wrong_passphrase_is_refused(self) -> None:
+        """Without passphraseFile= the error says to give it; a wrong one, an empty or a missing file are named."""
+        p = pki()
+        key = _encrypted_key(self, p.server.key, b"s3cret")
+        base = f"twistls:0:certificate={_esc(p.server.cert)}:privateKey={_esc(key)}"
+        cases = [
+            ("", "passphraseFile=FILE"),
+            (f":passphraseFile={_esc(_passphrase_file(self, b'wrong'))}", "wrong passphrase"),
+            (f":passphraseFile={_esc(_passphrase_file(self, b''))}", "empty"),
+            (":passphraseFile=/no/such/passphrase", "no such file"),
+        ]
+        for extra, needle in cases:
+            with self.assertRaises(ConfigurationError) as caught:
+                serverFromString(MemoryReactor(), base + extra)
+            self.assertIn(needle, str(caught.exception), extra)
+            self.assertIn("passphraseFile" if extra else "encrypted", str(caught.exception))
+            self.assertNotIn("s3cret", str(caught.exception))
+
+    def test_client_string_opens_an_encrypted_client_key(self) -> None:
+        """A client string with clientCertificate= and passphraseFile= loads an encrypted client key; without it, the error names passphraseFile=."""
+        p = pki()
+        key = _encrypted_key(self, p.client.key, b"client-secret")
+        base = f"twistls:host=localhost:port=1:caFile={_esc(p.cafile)}:clientCertificate={_esc(p.client.cert)}:clientPrivateKey={_esc(key)}"
+        secret = _passphrase_file(self, b"client-secret\n")
+        endpoint = clientFromString(MemoryReactor(), f"{base}:passphraseFile={_esc(secret)}")
+        self.assertIsInstance(endpoint, TLSClientEndpoint)
+        with self.assertRaises(ConfigurationError) as caught:
+            clientFromString(MemoryReactor(), base)
+        self.assertIn("passphraseFile=FILE", str(caught.exception))
+        with self.assertRaises(ConfigurationError) as caught:
+            clientFromString(MemoryReactor(), f"twistls:host=localhost:port=1:passphraseFile={_esc(secret)}")
+        self.assertIn("needs clientCertificate", str(caught.exception))

@@ -138,3 +138,123 @@ class SighupReloadTests(TwistdTestCase):
         port = free_port()
         proc = self.start("echo", "twistls", "echo", "--certificate", live, "--port", str(port), port=port)
         self.renew(proc, port, live)
+
+
+def _encrypted_copy(testcase: TwistdTestCase, key_path: str, passphrase: bytes) -> str:
+    """A copy of ``key_path`` encrypted with ``passphrase``, in the test's directory."""
+    from cryptography.hazmat.primitives import serialization
+
+    with open(key_path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    path = os.path.join(testcase.tmp, "encrypted.key")
+    with open(path, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(passphrase),
+            )
+        )
+    os.chmod(path, 0o600)
+    return path
+
+
+def _secret_file(testcase: TwistdTestCase, name: str, content: bytes) -> str:
+    path = os.path.join(testcase.tmp, name)
+    with open(path, "wb") as f:
+        f.write(content)
+    os.chmod(path, 0o600)
+    return path
+
+
+class PassphraseFileTests(TwistdTestCase):
+    """Encrypted private keys under twistd: ``passphraseFile=`` and ``--passphrase-file``."""
+
+    SECRET = b"correct horse battery staple"
+
+    def test_encrypted_key_serves_under_web_and_echo(self) -> None:
+        """twistd web (passphraseFile=) and twistd twistls echo (--passphrase-file) serve with an encrypted key; the passphrase is never logged."""
+        key = _encrypted_copy(self, self.p.server.key, self.SECRET)
+        secret = _secret_file(self, "passphrase.txt", self.SECRET + b"\n")
+        web_port, echo_port = free_port(), free_port()
+        listen = (
+            f"twistls:{web_port}:certificate={_esc(self.p.server.cert)}:privateKey={_esc(key)}"
+            f":passphraseFile={_esc(secret)}:interface=127.0.0.1"
+        )
+        web = self.start("web", "web", "--path", self.tmp, "--listen", listen, port=web_port)
+        echo = self.start(
+            "echo", "twistls", "echo", "--certificate", self.p.server.cert, "--private-key", key,
+            "--passphrase-file", secret, "--port", str(echo_port), port=echo_port,
+        )
+        self.assertEqual(_peer_der(web_port), self.p.server.der)
+        data, _ = self.tls_roundtrip(echo_port, b"encrypted key")
+        self.assertEqual(data, b"encrypted key")
+        for proc in (web, echo):
+            proc.send_signal(signal.SIGHUP)  # a reload re-reads the passphrase file
+            self.assertTrue(_wait_for(lambda: "reloaded" in _read(proc.log)), _read(proc.log))  # type: ignore[attr-defined]
+            self.assertNotIn(self.SECRET.decode(), _read(proc.log))  # type: ignore[attr-defined]
+            self.assert_stops_cleanly(proc)
+
+    def test_missing_or_wrong_passphrase_is_one_line(self) -> None:
+        """Without a passphrase, or with a wrong one, twistd exits with one line naming the setting to fix."""
+        key = _encrypted_copy(self, self.p.server.key, self.SECRET)
+        wrong = _secret_file(self, "wrong.txt", b"wrong\n")
+        cert = self.p.server.cert
+        base = f"twistls:0:certificate={_esc(cert)}:privateKey={_esc(key)}:interface=127.0.0.1"
+        cases = [
+            (("web", "--path", ".", "--listen", base), "passphraseFile=FILE"),
+            (("web", "--path", ".", "--listen", f"{base}:passphraseFile={_esc(wrong)}"), f"passphraseFile={wrong!r}"),
+            (("twistls", "echo", "--certificate", cert, "--private-key", key), "--passphrase-file FILE"),
+            (("twistls", "echo", "--certificate", cert, "--private-key", key, "--passphrase-file", wrong),
+             f"--passphrase-file {wrong!r}"),
+            (("twistls", "proxy", "--listen", base, "--connect", "tcp:127.0.0.1:1", "--passphrase-file", wrong),
+             f"passphraseFile={wrong!r}"),
+        ]
+        for args, needle in cases:
+            result = run_twistd(*args)
+            self.assertNotEqual(result.returncode, 0, args)
+            lines = _lines(result)
+            self.assertEqual(len(lines), 1, result.stdout + result.stderr)
+            self.assertIn(needle, lines[0])
+            self.assertNotIn(self.SECRET.decode(), lines[0])
+
+
+class StartupErrorTests(TwistdTestCase):
+    """Every configuration error at start-up is one line naming the setting and the file, under every entry point."""
+
+    def test_each_configuration_error_is_one_line(self) -> None:
+        """twistd web --listen twistls:... and twistd twistls echo|proxy end with exit 1 and one line naming setting and file."""
+        p = self.p
+        garbage = _secret_file(self, "not-a-ca.pem", b"not a certificate\n")
+        cert, mismatched = p.server.cert, p.client.key
+        web = ("web", "--path", ".", "--listen")
+        cases = [
+            ((*web, "twistls:0:certificate=nope.pem"), ("certificate=", "nope.pem")),
+            ((*web, f"twistls:0:certificate={_esc(cert)}:privateKey={_esc(mismatched)}"), ("privateKey=", mismatched)),
+            ((*web, f"twistls:0:certificate={_esc(p.server.chain)}:caFile={_esc(garbage)}"), ("caFile=", garbage)),
+            ((*web, f"twistls:0:certificate={_esc(p.server.chain)}:colour=blue"), ("colour", "twistls:0")),
+            (("twistls", "echo", "--certificate", "nope.pem"), ("--certificate", "nope.pem")),
+            (("twistls", "echo", "--certificate", cert, "--private-key", mismatched), ("--private-key", mismatched)),
+            (("twistls", "echo", "--certificate", p.server.chain, "--client-ca", garbage), ("--client-ca", garbage)),
+            (("twistls", "echo", "--certificate", p.server.chain, "--passphrase-file", "/no/such/file"),
+             ("--passphrase-file", "/no/such/file")),
+            (("twistls", "proxy", "--listen", f"twistls:0:certificate={_esc(cert)}:privateKey={_esc(mismatched)}",
+              "--connect", "tcp:127.0.0.1:1"), ("privateKey=", mismatched)),
+            (("twistls", "proxy", "--listen", "tcp:0", "--connect",
+              f"twistls:host=localhost:port=1:caFile={_esc(garbage)}"), ("caFile=", garbage)),
+        ]
+        for args, needles in cases:
+            result = run_twistd(*args)
+            self.assertEqual(result.returncode, 1, args)
+            lines = _lines(result)
+            self.assertEqual(len(lines), 1, f"{args}: {result.stdout + result.stderr}")
+            for needle in needles:
+                self.assertIn(needle, lines[0], args)
+
+    def test_good_configuration_starts(self) -> None:
+        """The same entry points with good files start and serve (the twin of the error test)."""
+        port = free_port()
+        listen = f"twistls:{port}:certificate={_esc(self.p.server.cert)}:privateKey={_esc(self.p.server.key)}:interface=127.0.0.1"
+        proc = self.start("web", "web", "--path", self.tmp, "--listen", listen, port=port)
+        self.assertEqual(_peer_der(port), self.p.server.der)
+        self.assert_stops_cleanly(proc)

@@ -30,6 +30,8 @@ caFile               PEM file of trusted CA certificates                        
 caPath               OpenSSL hashed directory of trusted CAs                       system trust store
 clientCertificate    PEM client certificate (chain), for mutual TLS                none
 clientPrivateKey     PEM key for ``clientCertificate``                             in ``clientCertificate``
+passphraseFile       file holding the passphrase of an encrypted client key        none
+                     (read at each load, one trailing newline stripped)
 timeout              TCP connect timeout, seconds                                  30
 bindAddress          local address to connect from                                 any
 handshakeTimeout     seconds the TLS handshake may take (``none``: forever)        30
@@ -52,6 +54,9 @@ port (first positional)     TCP port to listen on (``0``: any free port)        
 certificate                 PEM file: server certificate then intermediates          required (unless
                                                                                     ``sniDirectory``)
 privateKey                  PEM key file                                            in ``certificate``
+passphraseFile              file holding the passphrase of an encrypted key (all    none
+                            keys of the server; read at each load and reload,
+                            one trailing newline stripped)
 caFile                      PEM CAs that client certificates must chain to;         no client certificates
                             turns client certificates on
 caPath                      hashed directory of such CAs                            none
@@ -493,6 +498,82 @@ def _file(key: str, value: str) -> str:
     return path
 
 
+def _passphrase_file(key: str, value: str, *, label: str | None = None) -> Callable[[], bytes]:
+    """A passphrase callable for ``passphrase=``: it reads the file named by
+    ``key=value`` at each key load (so a reload picks up a new passphrase),
+    without one trailing newline.  The passphrase itself never appears in an
+    error or a log line; only the file's name does.
+
+    Raises:
+        ConfigurationError: no such file (now); unreadable or empty (at a load).
+    """
+    name = label or f"twistls endpoint: {key}={value!r}"
+    path = os.path.expanduser(value)
+    if not os.path.isfile(path):
+        raise ConfigurationError(f"{name}: no such file")
+    _warn_if_readable_by_all(key, path)
+
+    def read() -> bytes:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise ConfigurationError(f"{name}: could not read it: {exc.strerror}") from None
+        for newline in (b"\r\n", b"\n"):
+            if data.endswith(newline):
+                data = data[: -len(newline)]
+                break
+        if not data:
+            raise ConfigurationError(f"{name}: holds no passphrase (the file is empty)")
+        return data
+
+    return read
+
+
+def _warn_if_readable_by_all(key: str, path: str) -> None:
+    import logging
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & stat.S_IROTH:
+        logging.getLogger("twistls").warning("%s %r is readable by every user; chmod 600 it", key, path)
+
+
+def _refuse_unreadable_encrypted_key(key_path: str, has_passphrase: bool, *, label: str, option: str) -> None:
+    """An encrypted PEM key without a passphrase file gets the error a string
+    user can act on (the Python API's error names ``passphrase=``, which
+    strings do not take)."""
+    if has_passphrase:
+        return
+    try:
+        with open(key_path, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError:
+        return  # the context factory reports it
+    if b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in head or b"Proc-Type: 4,ENCRYPTED" in head:
+        prefix = f"{label}: " if label else ""
+        raise ConfigurationError(
+            f"{prefix}the private key in {key_path!r} is encrypted: give {option} (a file holding the passphrase)"
+        )
+
+
+def _naming_the_key(kind: str, exc: ConfigurationError, v: dict[str, str], keys: tuple[str, ...]) -> ConfigurationError:
+    """``exc`` (from a context factory, which names files, not keys) with the
+    first of ``keys`` whose file it names in front: ``privateKey='k.pem': the
+    private key in 'k.pem' does not match ...``."""
+    text = str(exc)
+    if "wrong passphrase" in text and "passphraseFile" in v:  # the key file is fine; its passphrase is not
+        return ConfigurationError(f"twistls {kind} endpoint: passphraseFile={v['passphraseFile']!r}: {text}")
+    for key in keys:
+        value = v.get(key)
+        if value is not None and (repr(os.path.expanduser(value)) in text or repr(value) in text):
+            return ConfigurationError(f"twistls {kind} endpoint: {key}={value!r}: {text}")
+    return exc
+
+
 def _directory(key: str, value: str) -> str:
     path = os.path.expanduser(value)
     if not os.path.isdir(path):
@@ -580,6 +661,24 @@ def _refuse_repeated_keys(kind: str, description: str | bytes, *, within: str = 
         seen.add(key)
 
 
+def _exit_if_twistd_is_starting(caller: FrameType | None, description: str | bytes | None, exc: Exception) -> None:
+    """When a twistd plugin's ``makeService`` parses the string (``twistd web
+    --listen``), end the process with one line naming the string and the
+    problem: twistd would print a traceback for any exception there.
+
+    Raises:
+        SystemExit: under twistd's start-up (status 1).
+    """
+    frame = caller
+    for _ in range(40):
+        if frame is None:
+            return
+        if frame.f_code.co_name == "createOrGetApplication" and frame.f_globals.get("__name__") == "twisted.application.app":
+            text = _text(description) if description is not None else "twistls:..."
+            raise SystemExit(f"twistd: {text!r}: {' '.join(str(exc).split())}") from None
+        frame = frame.f_back
+
+
 def _description_from_twisted(caller: FrameType | None, function: str) -> str | bytes | None:
     """The endpoint string being parsed, when ``caller`` is Twisted's
     ``clientFromString``/``serverFromString`` (named ``function``) calling a
@@ -653,6 +752,7 @@ _CLIENT_KEYS = frozenset(
         "endpoint",
         "idleTimeout",
         "allowTruncation",
+        "passphraseFile",
     }
 )
 
@@ -670,6 +770,7 @@ _SERVER_KEYS = frozenset(
         "idleTimeout",
         "allowTruncation",
         "sniDirectory",
+        "passphraseFile",
     }
 )
 
@@ -719,11 +820,26 @@ def _client_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
         if "clientCertificate" not in v:
             raise ConfigurationError("twistls client endpoint: clientPrivateKey= needs clientCertificate=")
         options["private_key"] = _file("clientPrivateKey", v["clientPrivateKey"])
+    if "passphraseFile" in v:
+        if "clientCertificate" not in v:
+            raise ConfigurationError("twistls client endpoint: passphraseFile= needs clientCertificate= (the key it opens)")
+        options["passphrase"] = _passphrase_file("passphraseFile", v["passphraseFile"])
+    if "clientCertificate" in v:
+        _refuse_unreadable_encrypted_key(
+            options.get("private_key", options["certificate"]),
+            "passphraseFile" in v,
+            label="twistls client endpoint",
+            option="passphraseFile=FILE",
+        )
     if "pins" in v:
         options["pins"] = _list("pins", v["pins"])
     if "alpn" in v:
         options.update(_alpn_keyword(ClientContextFactory, _list("alpn", v["alpn"])))
-    context_factory = ClientContextFactory(host, **options)
+    try:
+        context_factory = ClientContextFactory(host, **options)
+    except ConfigurationError as exc:
+        keys = ("passphraseFile", "caFile", "caPath", "clientPrivateKey", "clientCertificate")
+        raise _naming_the_key("client", exc, v, keys) from None
     if "endpoint" in v:
         if "bindAddress" in v or "timeout" in v:
             raise ConfigurationError("twistls client endpoint: give timeout/bindAddress in endpoint=, not beside it")
@@ -785,6 +901,12 @@ def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
     options: dict[str, Any] = {
         "handshake_timeout": _seconds("handshakeTimeout", v.get("handshakeTimeout", "30"), allow_none=True),
     }
+    if "passphraseFile" in v:
+        options["passphrase"] = _passphrase_file("passphraseFile", v["passphraseFile"])
+    if certificate is not None:
+        _refuse_unreadable_encrypted_key(
+            private_key or certificate, "passphraseFile" in v, label="twistls server endpoint", option="passphraseFile=FILE"
+        )
     if "caFile" in v:
         options["client_cafile"] = _file("caFile", v["caFile"])
     if "caPath" in v:
@@ -802,7 +924,11 @@ def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
         if "sniDirectory" in v:  # certificate= serves clients that send no or an unknown name
             directory = _directory("sniDirectory", v["sniDirectory"])
             options["sni_certificates"] = _scan_sni_directory(directory)
-        context_factory = ServerContextFactory(certificate, private_key, **options)
+        try:
+            context_factory = ServerContextFactory(certificate, private_key, **options)
+        except ConfigurationError as exc:
+            keys = ("passphraseFile", "caFile", "caPath", "privateKey", "certificate", "sniDirectory")
+            raise _naming_the_key("server", exc, v, keys) from None
         context_factory._sni_directory = directory  # reload() re-scans it
     interface = v.get("interface", "")
     endpoint_class: Callable[..., Any] = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
@@ -829,10 +955,15 @@ class _ClientParser:
             ConfigurationError: a repeated, unknown, missing or empty key, a
                 bad value, a missing file.
         """
-        description = _description_from_twisted(sys._getframe(1), "clientFromString")
-        if description is not None:
-            _refuse_repeated_keys("client", description)
-        return _client_endpoint_from_parameters(reactor, *args, **kwargs)
+        caller = sys._getframe(1)
+        description = _description_from_twisted(caller, "clientFromString")
+        try:
+            if description is not None:
+                _refuse_repeated_keys("client", description)
+            return _client_endpoint_from_parameters(reactor, *args, **kwargs)
+        except ConfigurationError as exc:
+            _exit_if_twistd_is_starting(caller, description, exc)
+            raise
 
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
@@ -852,7 +983,12 @@ class _ServerParser:
             ConfigurationError: a repeated, unknown, missing or empty key, a
                 bad value, a missing file, a key not matching its certificate.
         """
-        description = _description_from_twisted(sys._getframe(1), "serverFromString")
-        if description is not None:
-            _refuse_repeated_keys("server", description)
-        return _server_endpoint_from_parameters(reactor, *args, **kwargs)
+        caller = sys._getframe(1)
+        description = _description_from_twisted(caller, "serverFromString")
+        try:
+            if description is not None:
+                _refuse_repeated_keys("server", description)
+            return _server_endpoint_from_parameters(reactor, *args, **kwargs)
+        except ConfigurationError as exc:
+            _exit_if_twistd_is_starting(caller, description, exc)
+            raise

@@ -83,6 +83,11 @@ _positive_seconds = _positive_seconds_for("--handshake-timeout")
 _positive_idle_seconds = _positive_seconds_for("--idle-timeout")
 
 
+_PASSPHRASE_HELP = (
+    "File holding the passphrase of an encrypted private key (read at start-up and at each SIGHUP reload; "
+    "one trailing newline is stripped); added to twistls: strings that load a key as passphraseFile="
+)
+
 _IDLE_HELP = (
     "Seconds an established TLS connection may carry no data before it is closed "
     "(applies to twistls: endpoints that do not set idleTimeout= themselves) [default: never]"
@@ -130,7 +135,25 @@ def _seconds_text(value: float | None) -> str | None:
 
 def _one_line(option: str, value: str, exc: BaseException) -> usage.UsageError:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if text.startswith(f"{option} {value!r}"):  # already names it
+        return usage.UsageError(text)
     return usage.UsageError(f"{option} {value!r}: {text}")
+
+
+def _blame(exc: BaseException, candidates: tuple[tuple[str, str | None], ...]) -> usage.UsageError:
+    """The one-line error for ``exc``, naming the first option whose file the
+    error names (a key mismatch names the key before the certificate), or the
+    last candidate."""
+    text = str(exc)
+    given: list[tuple[str, str]] = [(option, value) for option, value in candidates if value]
+    for option, value in given:
+        if option == "--passphrase-file" and "wrong passphrase" in text:  # the key is fine; its passphrase is not
+            return _one_line(option, value, exc)
+    for option, value in given:
+        if repr(os.path.expanduser(value)) in text or repr(value) in text:
+            return _one_line(option, value, exc)
+    option, value = given[-1]
+    return _one_line(option, value, exc)
 
 
 def _refuse_idle_options(where: str, timeout: float | None, idle: float | None) -> None:
@@ -168,6 +191,20 @@ def _client_endpoint(option: str, description: str, defaults: dict[str, str | No
 
 def _timeouts(timeout: float | None, idle: float | None) -> dict[str, str | None]:
     return {"handshakeTimeout": _seconds_text(timeout), "idleTimeout": _seconds_text(idle)}
+
+
+def _check_passphrase_file(path: str) -> None:
+    if not os.path.isfile(os.path.expanduser(path)):
+        raise usage.UsageError(f"--passphrase-file {path!r}: no such file")
+
+
+def _refuse_second_passphrase(option: str, description: str, keys: dict[str, str], passphrase: str) -> str:
+    """``passphrase`` for a ``twistls:`` string, unless it names its own."""
+    if "passphraseFile" in keys:
+        raise usage.UsageError(
+            f"--passphrase-file conflicts with passphraseFile= in {option} {description!r}: name the passphrase once"
+        )
+    return passphrase
 
 
 # -- proxy --------------------------------------------------------------------------
@@ -310,6 +347,7 @@ class ProxyOptions(usage.Options):
          "e.g. tcp:127.0.0.1:8080 or twistls:host=backend.example:port=443:caFile=ca.pem."],
         ["handshake-timeout", "t", None, _TIMEOUT_HELP, _positive_seconds],
         ["idle-timeout", None, None, _IDLE_HELP, _positive_idle_seconds],
+        ["passphrase-file", None, None, _PASSPHRASE_HELP],
     ]
 
     def postOptions(self) -> None:
@@ -319,8 +357,27 @@ class ProxyOptions(usage.Options):
         timeout, idle = self["handshake-timeout"], self["idle-timeout"]
         if _keys("--listen", self["listen"]) is None and _keys("--connect", self["connect"]) is None:
             _refuse_idle_options("neither --listen nor --connect is a twistls: string", timeout, idle)
-        self["listen-endpoint"] = _server_endpoint("--listen", self["listen"], _timeouts(timeout, idle))
-        self["connect-endpoint"] = _client_endpoint("--connect", self["connect"], _timeouts(timeout, idle))
+        listen_defaults, connect_defaults = _timeouts(timeout, idle), _timeouts(timeout, idle)
+        passphrase = self["passphrase-file"]
+        if passphrase is not None:
+            _check_passphrase_file(passphrase)
+            listen_keys, connect_keys = _keys("--listen", self["listen"]), _keys("--connect", self["connect"])
+            takers = 0
+            if listen_keys is not None:
+                listen_defaults["passphraseFile"] = _refuse_second_passphrase("--listen", self["listen"], listen_keys, passphrase)
+                takers += 1
+            if connect_keys is not None and "clientCertificate" in connect_keys:
+                connect_defaults["passphraseFile"] = _refuse_second_passphrase(
+                    "--connect", self["connect"], connect_keys, passphrase
+                )
+                takers += 1
+            if not takers:
+                raise usage.UsageError(
+                    "--passphrase-file applies to no private key: neither a twistls: --listen nor a twistls: --connect "
+                    "with clientCertificate="
+                )
+        self["listen-endpoint"] = _server_endpoint("--listen", self["listen"], listen_defaults)
+        self["connect-endpoint"] = _client_endpoint("--connect", self["connect"], connect_defaults)
 
 
 # -- echo ---------------------------------------------------------------------------
@@ -388,6 +445,7 @@ class EchoOptions(usage.Options):
          "[default: no client certificates]."],
         ["handshake-timeout", "t", None, _TIMEOUT_HELP, _positive_seconds],
         ["idle-timeout", None, None, _IDLE_HELP, _positive_idle_seconds],
+        ["passphrase-file", None, None, _PASSPHRASE_HELP],
     ]
 
     def postOptions(self) -> None:
@@ -396,6 +454,8 @@ class EchoOptions(usage.Options):
         timeout, idle, client_ca = self["handshake-timeout"], self["idle-timeout"], self["client-ca"]
         if client_ca is not None and not os.path.isfile(os.path.expanduser(client_ca)):
             raise usage.UsageError(f"--client-ca {client_ca!r}: no such file")
+        if self["passphrase-file"] is not None:
+            _check_passphrase_file(self["passphrase-file"])
         if self["listen"]:
             endpoint = self._listen_endpoint(timeout, idle, client_ca)
         else:
@@ -429,6 +489,8 @@ class EchoOptions(usage.Options):
                     f"not {self['listen']!r}, so that every port requires client certificates"
                 )
             _refuse_idle_options("--listen is not a twistls: string", timeout, idle)
+            if self["passphrase-file"] is not None:
+                raise usage.UsageError(f"--passphrase-file needs a twistls: --listen string, not {self['listen']!r}")
         elif client_ca is not None:
             for key in ("caFile", "caPath"):
                 if key in keys:
@@ -441,26 +503,43 @@ class EchoOptions(usage.Options):
                     f"{keys['requireClientCertificate']}: leave one out"
                 )
         defaults = {**_timeouts(timeout, idle), "caFile": client_ca}
+        if keys is not None and self["passphrase-file"] is not None:
+            defaults["passphraseFile"] = _refuse_second_passphrase("--listen", self["listen"], keys, self["passphrase-file"])
         return _server_endpoint("--listen", self["listen"], defaults)
 
     def _own_endpoint(self, timeout: float | None, idle: float | None, client_ca: str | None) -> Any:
         """The TLS endpoint built from ``--certificate``/``--private-key``/``--port``."""
         from twistls.context import ServerContextFactory
+        from twistls.endpoints import _passphrase_file, _refuse_unreadable_encrypted_key
         from twistls.errors import ConfigurationError
 
         if not self["certificate"]:
-            if self["private-key"] or client_ca:
-                raise usage.UsageError("--private-key and --client-ca need --certificate")
+            if self["private-key"] or client_ca or self["passphrase-file"]:
+                raise usage.UsageError("--private-key, --client-ca and --passphrase-file need --certificate")
             raise usage.UsageError("echo needs --certificate (or --listen twistls:PORT:certificate=FILE)")
         options: dict[str, Any] = {}
         if timeout is not None:
             options["handshake_timeout"] = timeout
         if client_ca:
             options["client_cafile"] = client_ca
+        passphrase = self["passphrase-file"]
+        key_option, key_path = (
+            ("--private-key", self["private-key"]) if self["private-key"] else ("--certificate", self["certificate"])
+        )
         try:
+            if passphrase is not None:
+                options["passphrase"] = _passphrase_file("passphraseFile", passphrase, label=f"--passphrase-file {passphrase!r}")
+            _refuse_unreadable_encrypted_key(
+                os.path.expanduser(key_path), passphrase is not None, label="", option="--passphrase-file FILE"
+            )
             context_factory = ServerContextFactory(self["certificate"], self["private-key"], **options)
         except ConfigurationError as exc:
-            raise _one_line("--certificate", self["certificate"], exc) from None
+            raise _blame(exc, (
+                ("--passphrase-file", passphrase),
+                ("--client-ca", client_ca),
+                (key_option, key_path),
+                ("--certificate", self["certificate"]),
+            )) from None
         if not 0 <= self["port"] <= 65535:
             raise usage.UsageError(f"--port {self['port']} is not a TCP port")
         return _tls_endpoint(context_factory, self["port"], self["interface"], idle)
@@ -507,6 +586,23 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError("choose a sub-command: proxy or echo (see --help)")
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse; under ``twistd`` (which sets ``parent``) a bad option ends
+        the process with one line naming it, instead of twistd's full usage
+        text followed by the message.
+
+        Raises:
+            usage.UsageError: a bad option, when not run by twistd.
+            SystemExit: a bad option under twistd (status 1), or ``--help``.
+        """
+        try:
+            super().parseOptions(options)  # type: ignore[no-untyped-call]  # usage.Options is unannotated
+        except usage.UsageError as exc:
+            if getattr(self, "parent", None) is None:
+                raise
+            command = " ".join(["twistd twistls", *([self.subCommand] if self.subCommand else [])])
+            raise SystemExit(f"{command}: {' '.join(str(exc).split())}") from None
 
 
 class _Listening(StreamServerEndpointService):
