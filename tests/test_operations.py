@@ -258,3 +258,51 @@ class StartupErrorTests(TwistdTestCase):
         proc = self.start("web", "web", "--path", self.tmp, "--listen", listen, port=port)
         self.assertEqual(_peer_der(port), self.p.server.der)
         self.assert_stops_cleanly(proc)
+
+
+def _read_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes, and how long that took (bounded by ``seconds``)."""
+    started = time.monotonic()
+    sock.settimeout(seconds)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        pass
+    return data, time.monotonic() - started
+
+
+class StartTLSDeadlineTests(TwistdTestCase):
+    """The echo server's STARTTLS port bounds the cleartext phase with the handshake timeout."""
+
+    def test_silent_cleartext_client_is_closed_and_a_prompt_one_upgrades(self) -> None:
+        """A client that never sends STARTTLS is closed after --handshake-timeout; one that sends it in time upgrades and echoes."""
+        tls_port, plain_port = free_port(), free_port()
+        proc = self.start(
+            "echo", "twistls", "echo", "--certificate", self.p.server.chain, "--port", str(tls_port),
+            "--starttls-port", str(plain_port), "--handshake-timeout", "1", port=tls_port,
+        )
+        with socket.create_connection(("127.0.0.1", plain_port), timeout=10) as silent:
+            data, waited = _read_until_closed(silent, 15)
+        self.assertIn(b"ERR timed out waiting for STARTTLS", data)
+        self.assertLess(waited, 10)
+        self.assertTrue(_wait_for(lambda: "sent no STARTTLS" in _read(proc.log)), _read(proc.log))  # type: ignore[attr-defined]
+
+        with socket.create_connection(("127.0.0.1", plain_port), timeout=10) as raw:
+            raw.sendall(b"STARTTLS\r\n")
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = raw.recv(1)
+                if not chunk:
+                    break
+                line += chunk
+            self.assertEqual(line, b"OK begin TLS\r\n")
+            with self.ssl_context().wrap_socket(raw, server_hostname="localhost") as tls:
+                time.sleep(1.5)  # past the cleartext deadline: it no longer applies
+                tls.sendall(b"upgraded")
+                self.assertEqual(tls.recv(100), b"upgraded")
+        self.assert_stops_cleanly(proc)

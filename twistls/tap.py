@@ -391,16 +391,48 @@ class _Echo(Protocol):
 
 
 class _StartTLSEcho(LineReceiver):
-    """Plaintext line protocol: ``STARTTLS`` upgrades to TLS, then echo."""
+    """Plaintext line protocol: ``STARTTLS`` upgrades to TLS, then echo.
+
+    The cleartext phase is bounded by the TLS port's handshake timeout: a
+    client that has not sent ``STARTTLS`` by then is told so and closed (the
+    TLS handshake then has its own timeout)."""
 
     transport: TLSTransport  # type: ignore[assignment]  # set by makeConnection (see twistls._typing)
     delimiter = b"\r\n"
     MAX_LENGTH = 1024
+    _deadline: Any = None
+
+    def connectionMade(self) -> None:
+        timeout = self.factory.context_factory.handshake_timeout
+        if timeout is not None:
+            from twisted.internet import reactor
+
+            self._deadline = reactor.callLater(timeout, self._no_starttls, timeout)
+
+    def _no_starttls(self, timeout: float) -> None:
+        self._deadline = None
+        log.info(
+            "STARTTLS port: {peer} sent no STARTTLS within {timeout:g} s; closing",
+            peer=str(self.transport.getPeer()),
+            timeout=timeout,
+        )
+        self.sendLine(b"ERR timed out waiting for STARTTLS")  # type: ignore[no-untyped-call]  # LineReceiver is unannotated
+        self.transport.loseConnection()
+
+    def _cancel_deadline(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._cancel_deadline()
+        super().connectionLost(reason)
 
     def lineReceived(self, line: bytes) -> None:
         if line.strip().upper() != b"STARTTLS":
             self.sendLine(b"ERR send STARTTLS first")  # type: ignore[no-untyped-call]  # LineReceiver is unannotated
             return
+        self._cancel_deadline()  # from here the TLS handshake timeout applies
         self.sendLine(b"OK begin TLS")  # type: ignore[no-untyped-call]  # LineReceiver is unannotated
         # Bytes the client sent after STARTTLS in the clear are dropped, not
         # fed into the TLS stream (the STARTTLS command-injection class).
