@@ -189,10 +189,14 @@ class DefaultsTests(SynchronousTestCase):
             pair.client_events += pair.client.receive_bytes(b"")  # the server hung up
             kinds = [type(e) for e in pair.client_events + pair.server_events]
             self.assertNotIn(HandshakeCompleted, kinds, side)
-            failed = [e.error for e in pair.server_events if isinstance(e, Failed)]
-            self.assertEqual(len(failed), 1, (side, pair.server_events))
+            # The side facing the weak peer refuses it, names the reason, and alerts the other.
+            strict_events = pair.client_events if side == "server" else pair.server_events
+            other_events = pair.server_events if side == "server" else pair.client_events
+            failed = [e.error for e in strict_events if isinstance(e, Failed)]
+            self.assertEqual(len(failed), 1, (side, strict_events))
             self.assertIn("extended master secret", str(failed[0]))
-            self.assertIsInstance(pair.client_events[-1].error, TLSError)
+            alerted = [e.error for e in other_events if isinstance(e, Failed)]
+            self.assertIsInstance(alerted[0], PeerAlertError, side)
 
     def test_extended_master_secret_negotiated(self) -> None:
         """A default TLS 1.2 handshake negotiates the extended master secret."""
@@ -638,3 +642,59 @@ class KeyLogFileTests(SynchronousTestCase):
         os.mkfifo(path)
         with self.assertRaises(ConfigurationError):
             _client(keylog_file=path)
+
+
+class ServerWithoutEMSTests(SynchronousTestCase):
+    """A TLS 1.2 server that does not agree to the extended master secret is refused inside the handshake, with an alert."""
+
+    def test_tls12_server_without_ems_refused_with_alert(self) -> None:
+        """The client refuses the ServerHello's choice before finishing, and the server receives handshake_failure."""
+        server = _server(maximum_version="TLSv1.2")
+        ossl.SSL_CTX_set_options(server.context_address, ossl.OP_NO_EXTENDED_MASTER_SECRET)
+        pair = _handshake(server, _client())
+        error = _failure(pair)
+        self.assertIsInstance(error, TLSError)
+        self.assertIn("extended master secret", str(error))
+        self.assertFalse(pair.client.handshake_done)
+        server_error = _failure(pair, "server")
+        self.assertIsInstance(server_error, PeerAlertError)
+        self.assertEqual(server_error.alert, "handshake failure")
+
+    def test_tls12_server_with_ems_accepted(self) -> None:
+        """The twin: a default TLS 1.2 server (it agrees to EMS) is accepted."""
+        pair = _handshake(_server(maximum_version="TLSv1.2"), _client())
+        self.assertIsNone(_failure(pair))
+        self.assertEqual(pair.client.version(), "TLSv1.2")
+
+    def test_tls13_server_unaffected(self) -> None:
+        """A TLS 1.3 server is accepted whatever its EMS option (EMS is a TLS 1.2 notion)."""
+        server = _server()
+        ossl.SSL_CTX_set_options(server.context_address, ossl.OP_NO_EXTENDED_MASTER_SECRET)
+        pair = _handshake(server, _client())
+        self.assertIsNone(_failure(pair))
+        self.assertEqual(pair.client.version(), "TLSv1.3")
+
+    def test_insecure_client_refuses_too(self) -> None:
+        """An insecure_skip_verify client refuses such a server with an alert as well."""
+        server = _server(maximum_version="TLSv1.2")
+        ossl.SSL_CTX_set_options(server.context_address, ossl.OP_NO_EXTENDED_MASTER_SECRET)
+        with self.assertLogs("twistls", logging.WARNING):
+            client = _client(insecure_skip_verify=True)
+        pair = _handshake(server, client)
+        self.assertIn("extended master secret", str(_failure(pair)))
+        self.assertIsInstance(_failure(pair, "server"), PeerAlertError)
+
+    def test_server_hello_parser(self) -> None:
+        """The ServerHello reader tells TLS 1.3, HelloRetryRequest and EMS apart, and gives up on garbage."""
+        def hello(random: bytes, extensions: bytes) -> bytes:
+            body = b"\x03\x03" + random + b"\x00" + b"\x13\x01" + b"\x00" + len(extensions).to_bytes(2, "big") + extensions
+            return b"\x02" + len(body).to_bytes(3, "big") + body
+
+        ems = b"\x00\x17\x00\x00"
+        tls13 = b"\x00\x2b\x00\x02\x03\x04"
+        self.assertEqual(ossl.server_hello_facts(hello(b"r" * 32, ems)), (False, False, True))
+        self.assertEqual(ossl.server_hello_facts(hello(b"r" * 32, b"")), (False, False, False))
+        self.assertEqual(ossl.server_hello_facts(hello(b"r" * 32, tls13)), (False, True, False))
+        self.assertEqual(ossl.server_hello_facts(hello(ossl._HRR_RANDOM, tls13))[0], True)
+        self.assertIsNone(ossl.server_hello_facts(b"\x02\x00"))
+        self.assertIsNone(ossl.server_hello_facts(b"\x01" + b"\x00" * 80))

@@ -430,7 +430,9 @@ def _verify_callback(preverify_ok: int, store_ctx: int | None) -> int:
         if not store_ctx:
             return 0
         hooks = ssl_hooks(_store_ssl(store_ctx))
-        if hooks is None:  # not a live twistls connection: never accept
+        if hooks is None or hooks.refusal is not None:  # not a live twistls connection, or refused by policy
+            if hooks is not None:
+                X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION)
             return 0
         depth = X509_STORE_CTX_get_error_depth(store_ctx)
         if not preverify_ok:
@@ -534,6 +536,81 @@ def _client_hello(ssl: int | None, alert: Any, arg: int | None) -> int:
 
 
 client_hello_callback = CLIENT_HELLO_CB(_client_hello)
+
+
+# --- the ServerHello watch (clients) ------------------------------------------
+# A client learns whether a TLS 1.2 server agreed to the extended master
+# secret from its ServerHello.  OpenSSL offers no way to require it, and
+# SSL_get_extms_support() answers only once the handshake is over, when no
+# alert can be sent any more.  So a message callback reads the ServerHello
+# (only it: the callback removes itself from the connection once it has
+# seen one) and records a refusal, which the verify callback, called next
+# for the server's Certificate, turns into a handshake_failure alert.
+MSG_CB = CFUNCTYPE(None, c_int, c_int, c_int, _vp, c_size_t, _vp, _vp)
+SSL_CTX_set_msg_callback = _fn(libssl, "SSL_CTX_set_msg_callback", None, _vp, MSG_CB)
+SSL_set_msg_callback = _fn(libssl, "SSL_set_msg_callback", None, _vp, _vp)
+_SSL3_RT_HANDSHAKE = 22
+_SERVER_HELLO = 2
+#: SHA-256("HelloRetryRequest"): the random of a TLS 1.3 HelloRetryRequest.
+_HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+
+
+def server_hello_facts(message: bytes) -> tuple[bool, bool, bool] | None:
+    """(HelloRetryRequest, TLS 1.3, extended master secret) of a ServerHello
+    handshake message, or ``None`` when it cannot be parsed (OpenSSL then
+    refuses it itself)."""
+    if len(message) < 4 + 2 + 32 + 1 or message[0] != _SERVER_HELLO:
+        return None
+    body = message[4 : 4 + int.from_bytes(message[1:4], "big")]
+    random = body[2:34]
+    i = 34
+    if len(body) < i + 1:
+        return None
+    i += 1 + body[i]  # session id
+    i += 2 + 1  # cipher suite, compression method
+    extensions: set[int] = set()
+    tls13 = False
+    if len(body) >= i + 2:
+        end = min(len(body), i + 2 + int.from_bytes(body[i : i + 2], "big"))
+        i += 2
+        while i + 4 <= end:
+            kind, size = int.from_bytes(body[i : i + 2], "big"), int.from_bytes(body[i + 2 : i + 4], "big")
+            extensions.add(kind)
+            if kind == _EXT_SUPPORTED_VERSIONS and size >= 2:
+                tls13 = int.from_bytes(body[i + 4 : i + 6], "big") == _TLS1_3_VERSION
+            i += 4 + size
+    return random == _HRR_RANDOM, tls13, _EXT_EXTENDED_MASTER_SECRET in extensions
+
+
+def _watch_server_hello(write_p: int, version: int, content_type: int, buf: int | None, size: int, ssl: int | None, arg: int | None) -> None:
+    hooks = None
+    try:
+        if write_p or content_type != _SSL3_RT_HANDSHAKE or not buf or not ssl or size < 4:
+            return
+        message = ctypes.string_at(buf, min(size, 1 << 16))
+        if message[0] != _SERVER_HELLO:
+            return
+        hooks = ssl_hooks(ssl)
+        facts = server_hello_facts(message)
+        if facts is None or facts[0]:  # unparsable (OpenSSL refuses it) or a HelloRetryRequest
+            return
+        SSL_set_msg_callback(ssl, None)  # seen the ServerHello: no further calls
+        hello_retry, tls13, ems = facts
+        if not tls13 and not ems and hooks is not None:
+            hooks.refusal = "the server chose TLS 1.2 without the extended master secret (RFC 7627), which twistls requires"
+    except BaseException as exc:  # never raise into C; the verify callback then refuses
+        if hooks is not None:
+            hooks.error = exc
+            hooks.refusal = "the ServerHello could not be checked"
+
+
+server_hello_callback = MSG_CB(_watch_server_hello)
+
+
+def watch_server_hello(ctx: int) -> None:
+    """Client context ``ctx`` refuses, with an alert, a TLS 1.2 ServerHello
+    without the extended master secret."""
+    SSL_CTX_set_msg_callback(ctx, server_hello_callback)
 
 
 def require_extended_master_secret(ctx: int) -> None:

@@ -650,6 +650,8 @@ class ClientContextFactory(_ContextFactory):
         self.profile = profile
         self.protocol = _Protocol(minimum_version, maximum_version, ciphers, ciphersuites, groups)
         self._handle = handle = _build(self.protocol, server=False)
+        if self.protocol.minimum_version != "TLSv1.3":  # TLS 1.2 servers must agree to EMS, or get an alert
+            _ossl.watch_server_hello(handle.address)
         if self.insecure_skip_verify:
             # OpenSSL still verifies (the result is in connection_info) but
             # chain errors do not fail the handshake; VERIFY_PEER keeps the
