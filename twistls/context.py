@@ -583,7 +583,9 @@ class ClientContextFactory(_ContextFactory):
         profile: Mozilla's server-side TLS profile: ``"intermediate"``
             (the default: TLS 1.2 and 1.3) or ``"modern"`` (TLS 1.3 only).
         insecure_skip_verify: accept any certificate chain and any name
-            (pins, if given, are still enforced).  Logs a warning.
+            (pins, if given, are still enforced, on the server's own
+            certificate only: nothing else it sends is vouched for).  Logs
+            a warning.
         alpn_protocols: ALPN protocols to offer, most preferred first
             (``("h2", "http/1.1")``); the agreed one is
             ``transport.negotiatedProtocol``.
