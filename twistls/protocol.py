@@ -63,6 +63,7 @@ from twistls._engine import (
 )
 from twistls._typing import EngineFactory
 from twistls.errors import (
+    TwistlsError,
     ConfigurationError,
     ConnectionTruncatedError,
     EngineStateError,
@@ -381,10 +382,36 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if not self._handshake_done:
             self._shutdown_pending = True  # after the handshake (bounded by its timeout)
             return
-        self._flush_writes()
-        engine.close()
-        self._send_engine_output(last=True)
-        self._close_transport()
+        self._end(graceful=True)
+
+    def _end(self, error: TwistlsError | None = None, *, graceful: bool, abort: bool = False, level: str = "warn") -> None:
+        """The one way this wrapper ends a connection.
+
+        Args:
+            error: why, when it is not a clean close: kept for
+                ``connectionLost`` and logged once (the first reason wins).
+            graceful: send the plaintext still buffered and close_notify
+                first (when the engine has not failed).
+            abort: drop the transport at once, sending nothing.
+            level: the log level of ``error`` (``"warn"`` or ``"info"``).
+        """
+        if error is not None and self._reason is None:
+            self._reason = Failure(error)
+            emit = log.info if level == "info" else log.warn
+            emit("TLS connection {peer} {outcome}: {reason}", peer=_describe_peer(self.transport),
+                 outcome="closed" if level == "info" else "failed", reason=str(error))
+        self.disconnecting = True
+        self._cancel_timeout()
+        if abort:
+            self.transport.abortConnection()
+            return
+        engine = self._engine
+        if graceful and engine is not None and not engine.failed:
+            self._flush_writes()
+            engine.close()
+        self._send_engine_output(last=True)  # close_notify, or the alert of a failure
+        if not self._lost:
+            self._close_transport()
 
     def _close_transport(self) -> None:
         self._detach_throttle()
@@ -401,10 +428,9 @@ class TLSProtocolWrapper(ProtocolWrapper):
     def abortConnection(self) -> None:
         if self._lost:
             return
-        self.disconnecting = True
         if self._reason is None:
             self._reason = Failure(ConnectionAborted())
-        self.transport.abortConnection()
+        self._end(graceful=False, abort=True)
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         if self._lost:
@@ -652,25 +678,11 @@ class TLSProtocolWrapper(ProtocolWrapper):
             self._begin_shutdown()
 
     def _on_close_notify(self) -> None:
-        engine = self._engine
-        if engine is None:
-            return
-        self._flush_writes()
-        engine.close()
-        self._send_engine_output(last=True)
-        self.disconnecting = True
-        self._close_transport()
+        if self._engine is not None:
+            self._end(graceful=True)  # answer close_notify with ours
 
     def _fail(self, error: TLSError | ConfigurationError) -> None:
-        if self._reason is None:
-            self._reason = Failure(error)
-            peer = _describe_peer(self.transport)
-            log.warn("TLS connection {peer} failed: {reason}", peer=peer, reason=str(error))
-        self._cancel_timeout()
-        self._send_engine_output(last=True)  # the alert, if any
-        self.disconnecting = True
-        if not self._lost:
-            self._close_transport()
+        self._end(error, graceful=False)
 
     def _schedule_release(self, engine: TLSEngine) -> None:
         self._release_seen = engine.big_io
@@ -697,33 +709,18 @@ class TLSProtocolWrapper(ProtocolWrapper):
         if left > 0:
             self._idle_call = self._clock.callLater(left, self._idle_check)
             return
-        error = IdleTimeoutError(f"no data in either direction for {timeout:g} seconds")
-        if self._reason is None:
-            self._reason = Failure(error)
-            log.info("TLS connection {peer} closed: {reason}", peer=_describe_peer(self.transport), reason=str(error))
         self.disconnecting = True
         if self._gate is not None:
             gate, self._gate = self._gate, None
             gate.stopProducing()
             self.transport.unregisterProducer()
-        engine = self._engine
-        if engine is not None and not engine.failed:
-            self._flush_writes()
-            engine.close()
-            self._send_engine_output(last=True)
-        self._close_transport()
+        self._end(IdleTimeoutError(f"no data in either direction for {timeout:g} seconds"), graceful=True, level="info")
 
     def _handshake_timed_out(self, timeout: float) -> None:
         self._timeout_call = None
         if self._handshake_done or self._lost:
             return
-        error = HandshakeTimeoutError(f"the TLS handshake did not finish within {timeout:g} seconds")
-        if self._reason is None:
-            self._reason = Failure(error)
-            log.warn(
-                "TLS connection {peer} failed: {reason}", peer=_describe_peer(self.transport), reason=str(error)
-            )
-        self.transport.abortConnection()
+        self._end(HandshakeTimeoutError(f"the TLS handshake did not finish within {timeout:g} seconds"), graceful=False, abort=True)
 
     def _cancel_timeout(self) -> None:
         call, self._timeout_call = self._timeout_call, None
