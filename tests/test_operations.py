@@ -306,3 +306,132 @@ class StartTLSDeadlineTests(TwistdTestCase):
                 tls.sendall(b"upgraded")
                 self.assertEqual(tls.recv(100), b"upgraded")
         self.assert_stops_cleanly(proc)
+
+
+class _CountingEcho:
+    """A plaintext echo backend on 127.0.0.1 in a thread, counting accepted connections."""
+
+    def __init__(self, testcase: TestCase) -> None:
+        import threading
+
+        self.accepted = 0
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.listener.settimeout(0.2)
+        self.port = int(self.listener.getsockname()[1])
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+        testcase.addCleanup(self.stop)
+
+    def serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.settimeout(10)
+            try:
+                data = conn.recv(65536)
+                if data:
+                    conn.sendall(data)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+class ProxyHandshakeFirstTests(TwistdTestCase):
+    """``twistd twistls proxy`` dials its backend only after the TLS handshake, on twistls and on Twisted's ssl: listeners."""
+
+    def test_idle_tcp_clients_hold_no_backend_connection(self) -> None:
+        """Idle TCP clients of an ssl: or twistls: listener make no backend connection; a TLS client is proxied."""
+        for kind in ("ssl", "twistls"):
+            backend = _CountingEcho(self)
+            port = free_port()
+            if kind == "ssl":
+                listen = f"ssl:{port}:privateKey={_esc(self.p.server.key)}:certKey={_esc(self.p.server.cert)}:interface=127.0.0.1"
+            else:
+                listen = f"twistls:{port}:certificate={_esc(self.p.server.chain)}:interface=127.0.0.1"
+            proc = self.start(f"proxy-{kind}", "twistls", "proxy", "--listen", listen,
+                              "--connect", f"tcp:127.0.0.1:{backend.port}", port=port)
+            idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+            try:
+                time.sleep(1.0)
+                self.assertEqual(backend.accepted, 0, kind)
+                data, _ = self.tls_roundtrip(port, b"through the proxy")
+                self.assertEqual(data, b"through the proxy", kind)
+                self.assertEqual(backend.accepted, 1, kind)
+            finally:
+                for sock in idle:
+                    sock.close()
+            self.assert_stops_cleanly(proc)
+
+
+class SniDirectoryReloadTests(TwistdTestCase):
+    """``certificate=`` plus ``sniDirectory=``: SIGHUP re-scans the directory."""
+
+    def test_sighup_drops_removed_names_and_adds_new_ones(self) -> None:
+        """After SIGHUP a removed <name>.pem falls back to certificate= and a new one is served for its name."""
+        directory = os.path.join(self.tmp, "sni")
+        os.mkdir(directory)
+        _copy(self.p.wrong_name_server.chain, os.path.join(directory, "other.example.pem"))
+        port = free_port()
+        listen = f"twistls:{port}:certificate={_esc(self.p.server.chain)}:sniDirectory={_esc(directory)}:interface=127.0.0.1"
+        proc = self.start("web", "web", "--path", self.tmp, "--listen", listen, port=port)
+        self.assertEqual(_peer_der(port, "other.example"), self.p.wrong_name_server.der)
+        self.assertEqual(_peer_der(port, "added.example"), self.p.server.der)
+        os.remove(os.path.join(directory, "other.example.pem"))
+        _copy(self.p.wrong_name_server.chain, os.path.join(directory, "added.example.pem"))
+        proc.send_signal(signal.SIGHUP)
+        self.assertTrue(_wait_for(lambda: _peer_der(port, "added.example") == self.p.wrong_name_server.der), _read(proc.log))  # type: ignore[attr-defined]
+        self.assertEqual(_peer_der(port, "other.example"), self.p.server.der)
+        self.assertIn("(and 1 SNI names)", _read(proc.log))  # type: ignore[attr-defined]
+        self.assert_stops_cleanly(proc)
+
+
+class ReloadIsolationTests(TestCase):
+    """One factory's failing reload does not stop the others."""
+
+    def test_unexpected_exception_does_not_stop_the_other_factories(self) -> None:
+        """A reload raising RuntimeError is logged as one line and the next factory still reloads; a ConfigurationError likewise."""
+        import logging
+
+        from twistls.context import ServerContextFactory, _reload_each
+        from twistls.errors import ConfigurationError
+
+        reloaded: list[str] = []
+
+        class Broken(ServerContextFactory):
+            def _make_handle(self):  # type: ignore[no-untyped-def]
+                if reloaded:
+                    raise self.failure
+                return super()._make_handle()
+
+        p = __import__("tests._pki", fromlist=["pki"]).pki()
+        first = Broken(p.server.chain)
+        second = ServerContextFactory(p.server.chain)
+        original = second.reload
+
+        def record() -> None:
+            original()
+            reloaded.append("second")
+
+        second.reload = record  # type: ignore[method-assign]
+        for failure in (RuntimeError("boom"), ConfigurationError("bad file")):
+            first.failure = failure  # type: ignore[attr-defined]
+            reloaded[:] = ["armed"]
+            with self.assertLogs("twistls", logging.INFO) as logs:
+                _reload_each([first, second])
+            self.assertEqual(reloaded, ["armed", "second"])
+            errors = [line for line in logs.output if line.startswith("ERROR")]
+            self.assertEqual(len(errors), 1, logs.output)
+            self.assertIn("still serving the previous certificate", errors[0])
+            self.assertIn(str(failure), errors[0])

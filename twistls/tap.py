@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -264,16 +264,32 @@ class _ProxyClient(_ProxyPeer):
     """The outgoing (backend) half."""
 
 
+@implementer(IHandshakeListener)
 class _ProxyServer(_ProxyPeer):
-    """The incoming half: dials the backend once its own TLS handshake is done."""
+    """The incoming half: dials the backend once its own TLS handshake is
+    done, on any TLS listener: twistls' (``when_handshake_done``) or
+    Twisted's own ``ssl:``/``tls:`` (``handshakeCompleted``), so that an idle
+    TCP client never holds a backend connection."""
+
+    _awaiting_handshake = False
 
     def connectionMade(self) -> None:
+        from twisted.internet.interfaces import INegotiated
+
         self._pending: list[bytes] = []
         self._connecting: Any = None
         transport = self.transport
         if getattr(transport, "tls_started", False):
             cast("TLSTransport", transport).when_handshake_done().addCallbacks(self._ready, lambda _failure: None)
+        elif INegotiated.providedBy(transport):  # Twisted's TLS: it calls handshakeCompleted()
+            self._awaiting_handshake = True
         else:
+            self._ready(None)
+
+    def handshakeCompleted(self) -> None:
+        """Twisted's TLS finished its handshake (twistls' is awaited in ``connectionMade``)."""
+        if self._awaiting_handshake:
+            self._awaiting_handshake = False
             self._ready(None)
 
     def _ready(self, _info: Any) -> None:
