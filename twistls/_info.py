@@ -7,6 +7,7 @@ peer-controlled text for terminals and logs.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from typing import TYPE_CHECKING, Iterable
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Iterable
 if TYPE_CHECKING:
     from cryptography import x509
 
-__all__ = ["describe_certificate", "describe_chain", "san_names", "printable"]
+__all__ = ["describe_certificate", "describe_chain", "san_names", "spki_pin", "printable"]
 
 # What printable() escapes: C0 controls, DEL, C1 controls, U+2028/U+2029
 # (line and paragraph separators), the Unicode Bidi_Control characters (ALM,
@@ -81,10 +82,22 @@ def san_names(cert: x509.Certificate, *, uris: bool) -> list[str]:
     return names
 
 
+def spki_pin(der: bytes) -> str:
+    """The pin of one DER certificate's key as ``pins=`` takes it, in the
+    HPKP form ``"sha256/<base64>"`` (the base64 of the SHA-256 of its
+    SubjectPublicKeyInfo; :func:`twistls.checker.spki_sha256` gives the hex)."""
+    from twistls.checker import spki_sha256
+
+    return "sha256/" + base64.b64encode(bytes.fromhex(spki_sha256(der))).decode("ascii")
+
+
 def describe_certificate(der: bytes) -> dict[str, object]:
-    """Subject, issuer, SHA-256 fingerprint, validity and subjectAltName
-    entries (``"DNS:..."``, ``"IP:..."``) of one DER certificate."""
+    """Subject, issuer, SHA-256 fingerprint, the SPKI pin (hex and
+    ``sha256/<base64>``), validity and subjectAltName entries
+    (``"DNS:..."``, ``"IP:..."``) of one DER certificate."""
     from cryptography import x509
+
+    from twistls.checker import spki_sha256
 
     cert = x509.load_der_x509_certificate(der)
     names = san_names(cert, uris=False)
@@ -92,6 +105,8 @@ def describe_certificate(der: bytes) -> dict[str, object]:
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
         "sha256": hashlib.sha256(der).hexdigest(),
+        "spki_sha256": spki_sha256(der),
+        "pin": spki_pin(der),
         "not_valid_before": cert.not_valid_before_utc.isoformat(),
         "not_valid_after": cert.not_valid_after_utc.isoformat(),
         "san": names,

@@ -8,11 +8,21 @@ session resumption.  When it is rejected, a *non-verifying* connection
 (``insecure_skip_verify=True``) may be made, only to show what the server
 presents; the report labels those details as unverified and the verdict stays
 "rejected".
+
+What ``openssl s_client`` would show is in the report too: every
+certificate's SHA-256 fingerprint and SPKI pin (``sha256/<base64>``, the value
+``pins=`` takes), whether the server asked for a client certificate and which
+CAs it accepts, a plaintext or STARTTLS port named as such (with the
+``--starttls`` to use and an exit status of its own), and, after a handshake
+failure, which versions, groups and suites the server does accept (a bounded
+number of extra, non-verifying handshakes, each narrowed to one of them).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +36,19 @@ __all__ = ["DEFAULT_PORTS", "split_host_port", "probe", "format_report", "run"]
 #: The usual port of each protocol (``"tls"``: TLS from the first byte).
 DEFAULT_PORTS: dict[str, int] = {"tls": 443, "smtp": 25, "imap": 143, "pop3": 110, "ftp": 21}
 
-#: Exit statuses.
-EXIT_VERIFIED, EXIT_REJECTED, EXIT_NO_TLS = 0, 1, 3
+#: Exit statuses (2 is for bad arguments).
+EXIT_VERIFIED, EXIT_REJECTED, EXIT_NO_TLS, EXIT_PLAINTEXT = 0, 1, 3, 4
+
+#: What the probe keeps of the first bytes a server sends (to recognise a
+#: plaintext protocol when the handshake fails).
+_FIRST_BYTES = 512
+#: A non-regular ``--cafile``/``--certificate``/``--private-key`` (``/dev/fd/N``,
+#: a FIFO) is copied to a private temporary file, up to this size.
+MAX_STREAM_BYTES = 16 * 1024 * 1024
+#: Extra handshakes after a handshake failure: at most this many, each given
+#: at most this many seconds.
+MAX_EXTRA_HANDSHAKES = 24
+EXTRA_HANDSHAKE_TIMEOUT = 5.0
 
 
 def split_host_port(text: str) -> tuple[str, int | None]:
@@ -243,6 +264,9 @@ class Attempt:
     info: Any = None  # ConnectionInfo once the handshake was accepted
     error: BaseException | None = None
     transcript: list[str] = field(default_factory=list)
+    received: bytes = b""  # the first _FIRST_BYTES bytes the server sent
+    client_ca_names: list[str] | None = None  # from the server's CertificateRequest
+    ended_after_handshake: BaseException | None = None  # why it ended, if not cleanly
 
 
 async def _connect(
@@ -310,6 +334,8 @@ async def _connect(
                 attempt.transcript = self.preamble.transcript
             if attempt.error is None and attempt.info is None:
                 attempt.error = reason.value
+            elif attempt.info is not None and not isinstance(reason.value, error.ConnectionDone):
+                attempt.ended_after_handshake = reason.value
             if self.preamble is not None and self.preamble.steps and attempt.error is not None:
                 if not isinstance(attempt.error, ProbeError):
                     attempt.error = ProbeError(
@@ -322,6 +348,7 @@ async def _connect(
     wrapping = TLSWrappingFactory(
         factory, None if starttls else context_factory, start_tls=starttls is not None, clock=reactor
     )
+    wrapping.protocol = _recording_wrapper(attempt)
     endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout)
     connecting = endpoint.connect(wrapping)  # type: ignore[arg-type]  # a Factory provides IProtocolFactory (zope)
     connected: list[Any] = []
@@ -360,6 +387,58 @@ async def _connect(
     return attempt
 
 
+def _recording_wrapper(attempt: Attempt) -> Any:
+    """A :class:`~twistls.protocol.TLSProtocolWrapper` that keeps the first
+    bytes the server sends and, before its engine is freed, the CA names of
+    the server's CertificateRequest, in ``attempt``."""
+    from twistls.protocol import TLSProtocolWrapper
+
+    class _Recording(TLSProtocolWrapper):
+        def dataReceived(self, data: bytes) -> None:
+            if len(attempt.received) < _FIRST_BYTES:
+                attempt.received += data[: _FIRST_BYTES - len(attempt.received)]
+            super().dataReceived(data)
+
+        def connectionLost(self, reason: Failure | None = None) -> None:
+            engine = self._engine
+            if engine is not None and engine.client and attempt.client_ca_names is None:
+                attempt.client_ca_names = _client_ca_names(engine.ssl_address)
+            if reason is None:
+                super().connectionLost()
+            else:
+                super().connectionLost(reason)
+
+    return _Recording
+
+
+_get_client_ca_list: Any = None
+
+
+def _client_ca_names(ssl_address: int) -> list[str] | None:
+    """The CA names a server sent with its CertificateRequest (as OpenSSL's
+    one-line form), ``[]`` for a request without names, ``None`` when the
+    client received no request (or none with names, in TLS 1.3)."""
+    global _get_client_ca_list
+    import ctypes
+
+    from twistls import _openssl
+
+    if not ssl_address:
+        return None
+    if _get_client_ca_list is None:
+        _get_client_ca_list = _openssl._fn(_openssl.libssl, "SSL_get_client_CA_list", ctypes.c_void_p, ctypes.c_void_p)
+    stack = _get_client_ca_list(ssl_address)
+    if not stack:
+        return None
+    names = []
+    for i in range(min(_openssl.OPENSSL_sk_num(stack), 64)):
+        name = _openssl.OPENSSL_sk_value(stack, i)
+        buffer = ctypes.create_string_buffer(512)
+        text = _openssl.X509_NAME_oneline(name, buffer, len(buffer))
+        names.append((text or b"").decode("utf-8", "replace"))
+    return names
+
+
 def _quiet_insecure_warning() -> logging.Filter:
     class _Filter(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
@@ -368,21 +447,122 @@ def _quiet_insecure_warning() -> logging.Filter:
     return _Filter()
 
 
-def _chain_rows(chain_der: tuple[bytes, ...] | list[bytes]) -> list[dict[str, str]]:
-    from cryptography import x509
+def _chain_rows(chain_der: tuple[bytes, ...] | list[bytes]) -> list[dict[str, Any]]:
+    """Each certificate as :func:`~twistls._info.describe_certificate` has it
+    (subject, issuer, ``sha256`` fingerprint, ``spki_sha256`` and ``pin``,
+    validity, ``san``), with ``not_before``/``not_after`` kept as aliases."""
+    from twistls._info import describe_certificate
 
     rows = []
     for der in chain_der:
-        cert = x509.load_der_x509_certificate(der)
-        rows.append(
-            {
-                "subject": cert.subject.rfc4514_string(),
-                "issuer": cert.issuer.rfc4514_string(),
-                "not_before": cert.not_valid_before_utc.isoformat(),
-                "not_after": cert.not_valid_after_utc.isoformat(),
-            }
-        )
+        row: dict[str, Any] = describe_certificate(der)
+        row["not_before"] = row["not_valid_before"]
+        row["not_after"] = row["not_valid_after"]
+        rows.append(row)
     return rows
+
+
+# --- what a plaintext port says -------------------------------------------------
+
+#: (pattern on the server's first line, protocol, the --starttls to suggest)
+_PLAINTEXT_PROTOCOLS: tuple[tuple[str, str, str | None], ...] = (
+    (r"^220[ -].*\b(E?SMTP|mail)\b", "SMTP", "smtp"),
+    (r"^220[ -].*\bFTP\b", "FTP", "ftp"),
+    (r"^220[ -]", "SMTP or FTP", "smtp"),
+    (r"^\* (OK|PREAUTH)\b", "IMAP", "imap"),
+    (r"^\+OK\b", "POP3", "pop3"),
+    (r"^HTTP/\d", "HTTP", None),
+    (r"^SSH-\d", "SSH", None),
+)
+
+
+def _plaintext(received: bytes) -> tuple[str, str, str | None] | None:
+    """``(first line, protocol, --starttls to suggest)`` when ``received``
+    is not TLS (a TLS record starts with a content type of 20..23), else
+    ``None``."""
+    if not received or 20 <= received[0] <= 23 or received[0] & 0x80:
+        return None
+    line = received.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")[:_QUOTE_CHARS]
+    for pattern, name, starttls in _PLAINTEXT_PROTOCOLS:
+        if re.match(pattern, line, re.IGNORECASE):
+            return line, name, starttls
+    return line, "an unknown plaintext protocol", None
+
+
+# --- what a server accepts, after a handshake failure ----------------------------
+
+_VERSIONS = ("TLSv1.3", "TLSv1.2")
+_GROUPS = ("X25519MLKEM768", "X25519", "P-256", "P-384", "P-521", "X448", "ffdhe2048", "ffdhe3072")
+_EXTRA_TLS13_SUITES = ("TLS_AES_128_CCM_SHA256",)
+_EXTRA_TLS12_SUITES = ("ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES128-SHA", "AES128-GCM-SHA256", "AES128-SHA")
+_WIDE_CIPHERS = "ALL:!aNULL:!eNULL"
+
+
+async def _accepted(
+    reactor: Any, host: str, port: int, expected: str, starttls: str | None, timeout: float
+) -> dict[str, Any]:
+    """Which versions, groups and suites the server completes a handshake
+    with: one non-verifying handshake per candidate, narrowed to it (at most
+    :data:`MAX_EXTRA_HANDSHAKES`, each within ``timeout``)."""
+    from twistls.context import DEFAULT_CIPHERS, DEFAULT_CIPHERSUITES, default_groups
+    from twistls.errors import ConfigurationError
+
+    budget = [MAX_EXTRA_HANDSHAKES]
+    logger = logging.getLogger("twistls")
+    quiet = _quiet_insecure_warning()
+
+    def factory(**options: Any) -> Any:
+        from twistls.context import ClientContextFactory
+
+        logger.addFilter(quiet)
+        try:
+            return ClientContextFactory(
+                expected, insecure_skip_verify=True, handshake_timeout=timeout, session_cache_size=0, **options
+            )
+        except ConfigurationError:
+            return None  # this libssl does not know the candidate
+        finally:
+            logger.removeFilter(quiet)
+
+    async def tries(options: dict[str, Any]) -> bool | None:
+        made = factory(**options)
+        if made is None:
+            return None
+        if budget[0] <= 0:
+            return None
+        budget[0] -= 1
+        attempt = await _connect(reactor, host, port, made, starttls, timeout)
+        return attempt.info is not None
+
+    known_groups = [g for g in _GROUPS if factory(groups=g) is not None]
+    wide_groups = ":".join(known_groups)
+    suites13 = DEFAULT_CIPHERSUITES.split(":") + list(_EXTRA_TLS13_SUITES)
+    suites12 = DEFAULT_CIPHERS.split(":") + list(_EXTRA_TLS12_SUITES)
+    wide = {"ciphers": _WIDE_CIPHERS, "ciphersuites": ":".join(suites13), "groups": wide_groups}
+    result: dict[str, Any] = {"versions": {}, "groups": {}, "suites": {}}
+    for version in _VERSIONS:
+        result["versions"][version] = await tries({**wide, "minimum_version": version, "maximum_version": version})
+    accepted = [v for v in _VERSIONS if result["versions"][v]]
+    if accepted:
+        version = accepted[0]
+        pinned = {"minimum_version": version, "maximum_version": version}
+        for group in known_groups:
+            ciphers = "ECDHE:DHE:!aNULL:!eNULL" if version == "TLSv1.2" else _WIDE_CIPHERS
+            result["groups"][group] = await tries({**wide, **pinned, "groups": group, "ciphers": ciphers})
+        if "TLSv1.3" in accepted:
+            for suite in suites13:
+                options = {**wide, "minimum_version": "TLSv1.3", "maximum_version": "TLSv1.3", "ciphersuites": suite}
+                result["suites"][suite] = await tries(options)
+        if "TLSv1.2" in accepted:
+            for suite in suites12:
+                options = {**wide, "minimum_version": "TLSv1.2", "maximum_version": "TLSv1.2", "ciphers": suite}
+                result["suites"][suite] = await tries(options)
+    defaults = set(default_groups().replace("*", "").replace("/", ":").split(":"))
+    defaults |= set(suites13[:3]) | set(suites12[:6]) | set(_VERSIONS)
+    offered = [*result["versions"].items(), *result["groups"].items(), *result["suites"].items()]
+    result["accepted_outside_defaults"] = [name for name, ok in offered if ok and name not in defaults]
+    result["handshakes"] = MAX_EXTRA_HANDSHAKES - budget[0]
+    return result
 
 
 async def probe(
@@ -398,11 +578,21 @@ async def probe(
     reconnect: bool = True,
     details_when_rejected: bool = True,
     alpn: tuple[str, ...] = (),
+    certificate: str | None = None,
+    private_key: str | None = None,
+    server_accepts_when_failed: bool = True,
 ) -> dict[str, Any]:
     """Probe ``host:port``; returns the report as a JSON-ready dict.
 
     The dict's ``verified`` is true only when the chain verified and the
-    Checker accepted ``servername`` (default ``host``).
+    Checker accepted ``servername`` (default ``host``).  Its ``verdict`` is
+    ``"verified"``, ``"rejected"``, ``"plaintext"`` (the server answered in a
+    cleartext protocol: ``plaintext`` holds its first line and
+    ``suggest_starttls`` the ``--starttls`` to use) or ``"error"``.
+    ``certificate``/``private_key`` are sent when the server asks for a
+    client certificate (``client_certificate_requested``,
+    ``client_ca_names``).  After a handshake failure ``server_accepts`` says
+    which versions, groups and suites the server completes a handshake with.
 
     Raises:
         ConfigurationError: unusable options (missing CA file, bad name).
@@ -411,10 +601,12 @@ async def probe(
 
     from twistls.checker import Checker, certificate_names, parse_ip
     from twistls.context import ClientContextFactory
-    from twistls.errors import TLSError
+    from twistls.errors import HandshakeTimeoutError, TLSError, VerificationError
 
     expected = servername or host
     extra: dict[str, Any] = {"alpn_protocols": list(alpn)} if alpn else {}
+    if certificate is not None:
+        extra.update(certificate=certificate, private_key=private_key)
     factory = ClientContextFactory(expected, cafile=cafile, capath=capath, handshake_timeout=timeout, **extra)
     report: dict[str, Any] = {
         "target": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
@@ -441,10 +633,26 @@ async def probe(
         "reason": None,
         "error_type": None,
         "preamble": [],
+        "client_certificate": certificate,
+        "client_certificate_requested": None,
+        "client_ca_names": [],
+        "ended_after_handshake": None,
+        "plaintext": None,
+        "plaintext_protocol": None,
+        "suggest_starttls": None,
+        "server_accepts": None,
     }
     first = await _connect(reactor, host, port, factory, starttls, timeout, linger=0.3 if reconnect else 0.0)
     report["address"] = first.address
     report["preamble"] = first.transcript
+    report["client_certificate_requested"] = first.client_ca_names is not None
+    report["client_ca_names"] = first.client_ca_names or []
+    if first.ended_after_handshake is not None:
+        report["ended_after_handshake"] = (
+            f"{type(first.ended_after_handshake).__name__}: {_reason(first.ended_after_handshake)}"
+        )
+        if getattr(first.ended_after_handshake, "alert", None) == "certificate required":
+            report["client_certificate_requested"] = True
     details = first.info
     if first.info is not None:
         report["verified"] = True
@@ -459,7 +667,22 @@ async def probe(
         error = first.error
         report["error_type"] = type(error).__name__ if error is not None else None
         report["reason"] = _reason(error) if error is not None else "unknown failure"
-        if isinstance(error, TLSError):
+        if getattr(error, "alert", None) == "certificate required":
+            report["client_certificate_requested"] = True
+        plain = _plaintext(first.received) if starttls is None else None
+        if plain is not None:
+            report["verdict"] = "plaintext"
+            report["plaintext"], report["plaintext_protocol"], report["suggest_starttls"] = plain
+            line, name, suggestion = plain
+            report["error_type"] = "PlaintextPort"
+            advice = (
+                f"try --starttls {suggestion}"
+                if suggestion
+                else "this port does not speak TLS"
+                + ("" if name != "an unknown plaintext protocol" else " (or needs --starttls PROTO: smtp, imap, pop3, ftp, plain-line)")
+            )
+            report["reason"] = f"the server answered in plaintext ({name}): '{line}'; {advice}"
+        elif isinstance(error, TLSError):
             report["verdict"] = "rejected"
             if details_when_rejected:
                 logger = logging.getLogger("twistls")
@@ -477,6 +700,20 @@ async def probe(
                     report["details_from"] = (
                         "a second, NON-verifying connection made only for this report (not trusted)"
                     )
+                if second.client_ca_names is not None:
+                    report["client_certificate_requested"] = True
+                    report["client_ca_names"] = report["client_ca_names"] or second.client_ca_names
+            # The handshake itself failed (not the checks after it, not a silent
+            # peer, not a missing client certificate): find out what would work.
+            if (
+                server_accepts_when_failed
+                and details is None
+                and not isinstance(error, (VerificationError, HandshakeTimeoutError))
+                and not (report["client_certificate_requested"] and certificate is None)
+            ):
+                report["server_accepts"] = await _accepted(
+                    reactor, host, port, expected, starttls, min(timeout, EXTRA_HANDSHAKE_TIMEOUT)
+                )
     if details is not None:
         chain = details.peer_chain_der
         report["peer_certificate"] = bool(chain)
@@ -535,6 +772,8 @@ def format_report(report: dict[str, Any]) -> str:
         ]
         for i, cert in enumerate(report["chain"]):
             rows.append((f"chain [{i}]", f"{cert['subject']} (expires {cert['not_after']})"))
+            rows.append((f"chain [{i}] SHA-256", cert["sha256"]))
+            rows.append((f"chain [{i}] SPKI pin", cert["pin"]))
         bits = f" ({report['cipher_bits']} bits)" if report["cipher_bits"] else ""
         rows += [
             ("protocol version", report["protocol_version"] or "-"),
@@ -543,6 +782,31 @@ def format_report(report: dict[str, Any]) -> str:
             ("compression", report["compression"] or "none"),
             ("ALPN", report["alpn"] or "none"),
         ]
+    if report["client_certificate_requested"]:
+        cas = "; ".join(report["client_ca_names"]) or "none named"
+        sent = f"sent {report['client_certificate']}" if report["client_certificate"] else "none sent"
+        rows.append(("client certificate", f"client certificate requested (acceptable CAs: {cas}); {sent}"))
+    elif report["details_from"] or report["verified"]:
+        rows.append(("client certificate", "not requested"))
+    if report["ended_after_handshake"]:
+        rows.append(("after the handshake", f"the server ended the connection: {report['ended_after_handshake']}"))
+    accepts = report.get("server_accepts")
+    if accepts:
+        for what in ("versions", "groups", "suites"):
+            tried = accepts[what]
+            if not tried:
+                continue
+            yes = [name for name, ok in tried.items() if ok]
+            no = [name for name, ok in tried.items() if ok is False]
+            text = ", ".join(yes) or "none of those tried"
+            if no:
+                text += f" (refused: {', '.join(no)})"
+            rows.append((f"server accepts {what}", text))
+        outside = accepts["accepted_outside_defaults"]
+        if outside:
+            rows.append(("not offered by default", ", ".join(outside)))
+        elif not any(accepts["versions"].values()):
+            rows.append(("server accepts", "no TLS 1.2 or 1.3 handshake (TLS 1.0/1.1 only? twistls does not negotiate them)"))
     if report["verified"]:
         again = report["session_reused_on_reconnect"]
         reuse = _yes_no(report["session_reused"])
@@ -550,6 +814,9 @@ def format_report(report: dict[str, Any]) -> str:
             reuse += f" (on reconnect: {_yes_no(again)})"
         rows.append(("session reused", reuse))
         rows.append(("verdict", "VERIFIED: chain trusted and name accepted by the Checker"))
+    elif report["verdict"] == "plaintext":
+        rows.append(("verdict", "PLAINTEXT: this port does not start with TLS"))
+        rows.append(("reason", report["reason"]))
     else:
         rows.append(("verdict", report["verdict"].upper()))
         rows.append(("reason", f"{report['error_type']}: {report['reason']}"))
@@ -562,11 +829,24 @@ def run(args: Any) -> int:
     import json
     import sys
 
+    import shutil
+    import tempfile
+
     from twisted.internet import defer, task
 
     from twistls.errors import ConfigurationError
 
     outcome: list[int] = []
+    staging = tempfile.mkdtemp(prefix="twistls-probe-")
+    try:
+        files = {
+            name: _regular_file(getattr(args, name, None), staging, option)
+            for name, option in (("cafile", "--cafile"), ("certificate", "--certificate"), ("private_key", "--private-key"))
+        }
+    except ConfigurationError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        print(f"twistls probe: {exc}", file=sys.stderr)
+        return 2
 
     async def main(reactor: Any) -> None:
         try:
@@ -575,8 +855,10 @@ def run(args: Any) -> int:
                 args.host,
                 args.port,
                 starttls=args.starttls,
-                cafile=args.cafile,
+                cafile=files["cafile"],
                 capath=args.capath,
+                certificate=files["certificate"],
+                private_key=files["private_key"],
                 servername=args.servername,
                 timeout=args.timeout,
                 reconnect=not args.no_reconnect,
@@ -594,6 +876,8 @@ def run(args: Any) -> int:
             outcome.append(EXIT_VERIFIED)
         elif report["verdict"] == "rejected":
             outcome.append(EXIT_REJECTED)
+        elif report["verdict"] == "plaintext":
+            outcome.append(EXIT_PLAINTEXT)
         else:
             outcome.append(EXIT_NO_TLS)
 
@@ -602,4 +886,41 @@ def run(args: Any) -> int:
     except SystemExit as exc:
         if exc.code not in (0, None):
             return int(exc.code) if isinstance(exc.code, int) else 1
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return outcome[0] if outcome else 1
+
+
+def _regular_file(path: str | None, staging: str, option: str) -> str | None:
+    """``path`` itself when it is a regular file (or missing: the context
+    factory says so); otherwise (``/dev/fd/N``, a FIFO, a character device)
+    its content, read once, in a new mode-0600 file under ``staging``.
+
+    Raises:
+        ConfigurationError: the stream cannot be read, or holds more than
+            :data:`MAX_STREAM_BYTES`.
+    """
+    import stat
+
+    from twistls.errors import ConfigurationError
+
+    if path is None:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return path  # the context factory reports a missing file with the option's name
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return path
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_STREAM_BYTES + 1)
+    except OSError as exc:
+        raise ConfigurationError(f"{option} {path}: cannot read it: {exc.strerror or exc}") from None
+    if len(data) > MAX_STREAM_BYTES:
+        raise ConfigurationError(f"{option} {path}: the stream holds more than {MAX_STREAM_BYTES} bytes")
+    copy = os.path.join(staging, option.lstrip("-"))
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    return copy

@@ -69,10 +69,16 @@ def _parser() -> argparse.ArgumentParser:
             "Connect to HOST[:PORT] over TCP with twistls' secure defaults (chain verified against "
             "the system trust store or --cafile/--capath, name checked by the twistls Checker), "
             "optionally after a STARTTLS preamble, and report the address, the certificate and "
-            "its names, the chain, the protocol version, cipher, compression, ALPN, session "
-            "reuse and the verdict.  Exit status 0 only when the peer verified; 1 when it was "
-            "rejected; 3 when no TLS session could be tried (connection refused, timeout, "
-            "STARTTLS refused)."
+            "its names, the chain with each certificate's SHA-256 fingerprint and SPKI pin "
+            "(sha256/<base64>, the value pins= takes), the protocol version, cipher, compression, "
+            "ALPN, session reuse, whether the server asks for a client certificate (and which CAs "
+            "it accepts), and the verdict.  After a handshake failure it says which versions, "
+            "groups and suites the server does accept (a bounded number of extra, non-verifying "
+            "handshakes).  --cafile, --certificate and --private-key may be /dev/fd/N or another "
+            "stream.  Exit status 0 only when the peer verified; 1 when it was rejected; 2 for bad "
+            "arguments; 3 when no TLS session could be tried (connection refused, timeout, "
+            "STARTTLS refused); 4 when the port answered in a plaintext protocol (the report "
+            "names it and the --starttls PROTO to use)."
         ),
     )
     probe.add_argument(
@@ -85,9 +91,20 @@ def _parser() -> argparse.ArgumentParser:
         "--starttls",
         choices=STARTTLS_PROTOCOLS,
         help="speak this protocol's cleartext preamble, then upgrade to TLS "
-        "(plain-line: send 'STARTTLS' and wait for one line; needs an explicit port)",
+        "(plain-line: send 'STARTTLS' and wait for one line; needs an explicit port).  Without it, "
+        "a port that greets in plaintext ends the probe with exit status 4 and the PROTO to use",
     )
     _add_trust_options(probe)
+    probe.add_argument(
+        "--certificate",
+        metavar="F",
+        help="PEM client certificate (chain) to send when the server asks for one (mutual TLS)",
+    )
+    probe.add_argument(
+        "--private-key",
+        metavar="F",
+        help="PEM private key of --certificate (default: in the same file)",
+    )
     probe.add_argument(
         "--servername",
         metavar="N",
@@ -234,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "probe":
         _split_target(parser, args)
+        if args.private_key and not args.certificate:
+            parser.error("--private-key needs --certificate")
         from twistls._probe import run
 
         return run(args)
