@@ -17,7 +17,7 @@ profile accept it:
   (:func:`common_name_problems`), a leaf without extendedKeyUsage, a
   syntactically invalid DNS name in subjectAltName, a wildcard directly on
   a public suffix, weak or unusual keys, serial numbers that are zero or
-  longer than 20 octets, key identifiers, criticality of nameConstraints
+  longer than 20 octets, key identifiers on intermediates, criticality of nameConstraints
   and policyConstraints, and an extendedKeyUsage on the trust anchor.
 
 Deliberate departures from the Baseline Requirements, each for a real PKI
@@ -25,8 +25,9 @@ that must keep working (see ``doc/howto/security.rst``):
 
 * a critical subjectAltName with a non-empty subject, and a critical
   extendedKeyUsage, are accepted (RFC 5280 allows both; trustme issues them);
-* an intermediate without authorityKeyIdentifier is accepted (``twistls
-  mkcert`` 0.1 issues one);
+* a server certificate that is itself a configured trust anchor (a
+  self-signed certificate given as ``cafile``) is trusted as configured,
+  without the rules, which are about what a CA issued;
 * the trust anchors themselves are trusted as configured: only an
   extendedKeyUsage on an anchor is refused (no root of the system store has
   one, while several have a zero serial or lack a subjectKeyIdentifier).
@@ -117,6 +118,7 @@ class TrustAnchors:
     certificates: tuple[x509.Certificate, ...]
     skipped: int
     source: str
+    ders: frozenset[bytes] = frozenset()
 
     @property
     def count(self) -> int:
@@ -205,7 +207,7 @@ def load_trust_anchors(cafile: str | None = None, capath: str | None = None) -> 
     if not certs and not system:
         raise ConfigurationError(f"no usable CA certificate in {source} for the strict PKI profile")
     store = _pyca.Store(certs) if certs else None
-    return TrustAnchors(store=store, certificates=tuple(certs), skipped=skipped, source=source)
+    return TrustAnchors(store=store, certificates=tuple(certs), skipped=skipped, source=source, ders=frozenset(seen))
 
 
 # --- the rules pyca does not check ------------------------------------------
@@ -435,7 +437,8 @@ def _identifier_problems(cert: x509.Certificate, depth: int, *, ca: bool) -> lis
         if aki.key_identifier is None:
             problems.append(_problem(cert, "aki-no-key-identifier", "its authorityKeyIdentifier has no keyIdentifier", depth))
     except x509.ExtensionNotFound:
-        pass  # pyca requires it on the leaf; an intermediate without one is tolerated (see the module doc)
+        if ca:  # pyca requires it on the leaf itself
+            problems.append(_problem(cert, "aki-missing", "this intermediate CA certificate has no authorityKeyIdentifier", depth))
     if ca:
         try:
             cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
@@ -576,6 +579,11 @@ class StrictProfile:
                 rules on the built path's CAs and anchor).
         """
         leaf_cert = leaf if isinstance(leaf, x509.Certificate) else load_der(leaf)
+        leaf_der = leaf if isinstance(leaf, bytes) else leaf.public_bytes(serialization.Encoding.DER)
+        if leaf_der in self.anchors.ders:
+            # The server's own certificate is a configured anchor (a
+            # self-signed certificate given as cafile): trusted as configured.
+            return [leaf_cert]
         pool = [c if isinstance(c, x509.Certificate) else load_der(c) for c in intermediates]
         problems = _leaf_problems(leaf_cert) + _key_problems(leaf_cert, 0) + _serial_problems(leaf_cert, 0)
         problems += _identifier_problems(leaf_cert, 0, ca=False)

@@ -19,6 +19,7 @@ one a client would report, with the same error type and ``X509_V_ERR`` code.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import datetime
 import inspect
 import os
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from twistls import _openssl as _ossl
 from twistls._engine import verification_failure
 from twistls._info import printable
-from twistls.errors import ConfigurationError, VerificationError, _raw_message
+from twistls.errors import ConfigurationError, PKIProfileError, VerificationError, _raw_message
 
 __all__ = ["VerifyResult", "verify_certificate", "parse_time", "load_certificates"]
 
@@ -145,6 +146,7 @@ def verify_certificate(
     depth: int | None = None,
     allow_common_name: bool = False,
     crlfile: str | None = None,
+    pki_profile: str = "strict",
 ) -> VerifyResult:
     """Verify ``certificate`` for ``hostname`` as a twistls client would.
 
@@ -158,6 +160,9 @@ def verify_certificate(
         depth: maximum chain depth (the client default otherwise).
         allow_common_name: the client's legacy commonName fallback.
         crlfile: CRLs the client would load (``crlfile=``).
+        pki_profile: the client's ``pki_profile`` (``"strict"``, the
+            default, or ``"rfc5280"``); with ``"strict"`` every rule of the
+            profile that the chain breaks is listed.
 
     Returns:
         A :class:`VerifyResult`; ``accepted`` is true only when a client
@@ -183,6 +188,7 @@ def verify_certificate(
         verify_depth=depth,
         allow_common_name=allow_common_name,
         handshake_timeout=None,
+        pki_profile=pki_profile,
         **crl_option,
     )
     ctx = factory.context_address
@@ -240,12 +246,17 @@ def verify_certificate(
     # The Checker the client would run after the handshake, on the chain the
     # server would send (and the chain OpenSSL built, for name constraints).
     checker = getattr(factory, "_checker", None) or Checker(hostname=hostname, allow_common_name=allow_common_name)
+    profile = getattr(checker, "pki", None)
+    if at is not None and profile is not None:
+        checker = dataclasses.replace(checker, pki=profile.at_time(at))  # the strict profile, as of --at
     sent = [c.public_bytes(serialization.Encoding.DER) for c in certs]
     try:
         if "verified_chain" in inspect.signature(checker.check).parameters:
             checker.check(sent, verified_chain=built_der or None)
         else:
             checker.check(sent)
+    except PKIProfileError as exc:
+        result.problems.extend(exc.problems)  # every rule the chain breaks
     except VerificationError as exc:
         result.problems.append(exc)
     return result
@@ -363,6 +374,7 @@ def run(args: Any) -> int:
             depth=args.depth,
             allow_common_name=args.legacy_common_name,
             crlfile=getattr(args, "crlfile", None),
+            pki_profile=getattr(args, "pki_profile", None) or "strict",
         )
     except ConfigurationError as exc:
         print(f"twistls verify: {exc}", file=sys.stderr)

@@ -19,7 +19,11 @@ or OpenSSL.  Matching follows RFC 6125 through service-identity:
   name constraints of every CA in the verified chain (OpenSSL only checks the
   names the certificate holds, so a ``*.example.com`` leaf under a CA that
   excludes ``secret.example.com`` would otherwise pass for that name), and a
-  leaf with an extendedKeyUsage must allow its role (``purpose``).
+  leaf with an extendedKeyUsage must allow its role (``purpose``);
+* with a strict PKI profile (``pki``, a :class:`twistls._pkix.StrictProfile`):
+  pyca's path builder must also accept the chain for the host, and the
+  profile's own rules (commonName consistency, extendedKeyUsage present,
+  public-suffix wildcards, weak keys...) must hold.
 
 .. versionadded:: 0.1
 """
@@ -30,8 +34,10 @@ import base64
 import binascii
 import hashlib
 import ipaddress
+import math
+import time
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -51,6 +57,9 @@ from service_identity.hazmat import (
 )
 
 from twistls._info import san_names
+
+if TYPE_CHECKING:
+    from twistls._pkix import StrictProfile
 from twistls.errors import (
     CertificatePurposeError,
     ConfigurationError,
@@ -140,6 +149,12 @@ class Checker:
         purpose: the role the peer's certificate must allow when it has an
             extendedKeyUsage: ``"server"`` (serverAuth) or ``"client"``
             (clientAuth); ``None`` checks none.
+        pki: the strict PKI profile to hold a server chain to (with
+            :attr:`hostname`), or ``None`` for OpenSSL's RFC 5280 checks
+            and this Checker's only.  ``ClientContextFactory`` sets it for
+            ``pki_profile="strict"``.
+
+            .. versionadded:: 0.2
 
     Raises:
         ConfigurationError: a pin is malformed, the hostname is empty or the
@@ -152,7 +167,8 @@ class Checker:
     allow_common_name: bool = False
     pins: Sequence[str] = field(default=())
     purpose: str | None = None
-    _accepted: dict[tuple[tuple[bytes, ...], tuple[bytes, ...] | None], bool] = field(
+    pki: StrictProfile | None = None
+    _accepted: dict[tuple[tuple[bytes, ...], tuple[bytes, ...] | None], float] = field(
         init=False, repr=False, compare=False, hash=False, default_factory=dict
     )
 
@@ -189,27 +205,35 @@ class Checker:
                 does not allow :attr:`purpose`.
             PinMismatchError: no certificate of the verified chain (or, for
                 an unverified peer, its own certificate) has a pinned key.
+            PKIProfileError: the strict PKI profile (:attr:`pki`) refuses
+                the chain; its ``problems`` lists every rule broken.
             NoPeerCertificateError: the chain is empty.
 
-        The verdict depends on nothing but the chains and this Checker's
-        fields (no clock, no I/O), so a :class:`Checker` (not a subclass)
-        remembers the last :data:`_ACCEPTED_MAX` chains it accepted and
-        accepts them again without parsing: repeat connections to the same
-        server skip the certificate parsing and name matching.
+        The verdict depends on nothing but the chains, this Checker's fields
+        and, with :attr:`pki`, the time (through the validity of the path
+        pyca built), so a :class:`Checker` (not a subclass) remembers the
+        last :data:`_ACCEPTED_MAX` chains it accepted, until the first
+        notAfter of that path, and accepts them again without parsing:
+        repeat connections to the same server skip the certificate parsing,
+        the name matching and the path building.
         """
         key = None
         if type(self) is Checker and chain_der:
             key = (tuple(chain_der), tuple(verified_chain) if verified_chain else None)
-            if key in self._accepted:
+            until = self._accepted.get(key)
+            if until is not None and (until == math.inf or time.time() <= until):
                 return
-        self._check(chain_der, verified_chain)
+        until = self._check(chain_der, verified_chain)
         if key is not None:
             accepted = self._accepted
+            accepted.pop(key, None)
             if len(accepted) >= _ACCEPTED_MAX:
                 del accepted[next(iter(accepted))]
-            accepted[key] = True
+            accepted[key] = until
 
-    def _check(self, chain_der: Sequence[bytes], verified_chain: Sequence[bytes] | None) -> None:
+    def _check(self, chain_der: Sequence[bytes], verified_chain: Sequence[bytes] | None) -> float:
+        """Run every check; return until when the verdict holds (a POSIX
+        time, or ``math.inf``)."""
         if not chain_der:
             raise NoPeerCertificateError(
                 "the peer sent no certificate", verify_message="no peer certificate", depth=0
@@ -225,6 +249,48 @@ class Checker:
             self.check_name_constraints([x509.load_der_x509_certificate(der) for der in cas])
         if self.pins:
             self.check_pins(verified_chain if verified_chain else chain_der[:1])
+        if self.pki is not None and self.hostname is not None:
+            return self.check_profile(chain_der, verified_chain)
+        return math.inf
+
+    def check_profile(self, chain_der: Sequence[bytes], verified_chain: Sequence[bytes] | None = None) -> float:
+        """Hold the chain to the strict PKI profile (:attr:`pki`) for :attr:`hostname`.
+
+        pyca builds its own path from the peer's certificate to one of the
+        profile's trust anchors, using as untrusted intermediates what the
+        peer sent after its certificate and the CAs of ``verified_chain``
+        (a resumed session knows only the latter).
+
+        Args:
+            chain_der: the certificates the peer sent, its own first (DER).
+            verified_chain: the chain OpenSSL verified, if any (DER).
+
+        Returns:
+            Until when the verdict holds: the earliest notAfter of the path
+            pyca built (a POSIX time), or ``math.inf`` for a profile fixed
+            at a given time, or without :attr:`pki`.
+
+        Raises:
+            PKIProfileError: the profile refuses the chain.
+            NoPeerCertificateError: the chain is empty.
+            ConfigurationError: the Checker has no hostname.
+        """
+        if self.pki is None:
+            return math.inf
+        if self.hostname is None:
+            raise ConfigurationError("this Checker has no hostname to check")
+        if not chain_der:
+            raise NoPeerCertificateError(
+                "the peer sent no certificate", verify_message="no peer certificate", depth=0
+            )
+        pool: list[bytes] = []
+        for der in (*chain_der[1:], *(verified_chain[1:] if verified_chain else ())):
+            if der not in pool:
+                pool.append(der)
+        path = self.pki.verify(chain_der[0], pool, self.hostname)
+        if self.pki.at is not None:
+            return math.inf
+        return min(c.not_valid_after_utc.timestamp() for c in path)
 
     def check_hostname(self, cert: x509.Certificate) -> None:
         """Match :attr:`hostname` against ``cert``.

@@ -48,6 +48,7 @@ from M2Crypto import BIO, EVP, m2
 
 from twistls import _openssl as _ossl
 from twistls._engine import ContextHandle, TLSEngine
+from twistls._pkix import PKI_PROFILES, StrictProfile, strict_profile
 from twistls._ticketkeys import read_key_file
 from twistls.checker import Checker, parse_ip
 from twistls.errors import ConfigurationError
@@ -598,6 +599,17 @@ class ClientContextFactory(_ContextFactory):
             (every certificate; each CA then needs a CRL).
         keylog_file: append the NSS key log (for Wireshark) to this file;
             by default ``$SSLKEYLOGFILE`` if set.  Logs a warning.
+        pki_profile: ``"strict"`` (the default): a server chain must also
+            pass pyca's path builder over the same trust anchors and the
+            strict profile's rules (commonName consistent with
+            subjectAltName, an extendedKeyUsage with serverAuth, no wildcard
+            on a public suffix, no weak key...; see
+            :mod:`twistls._pkix`), refusals raising
+            :class:`~twistls.errors.PKIProfileError`.  ``"rfc5280"``:
+            OpenSSL's verification and the Checker only (twistls 0.1's
+            behaviour), for private PKIs the strict profile refuses.
+
+            .. versionadded:: 0.2
 
     Raises:
         ConfigurationError: any bad value, missing or unreadable file, a key
@@ -634,8 +646,14 @@ class ClientContextFactory(_ContextFactory):
         crl_path: str | os.PathLike[str] | None = None,
         crl_check: str = "leaf",
         keylog_file: str | os.PathLike[str] | None = None,
+        pki_profile: str = "strict",
     ) -> None:
         super().__init__(handshake_timeout=handshake_timeout)
+        if pki_profile not in PKI_PROFILES:
+            raise ConfigurationError(
+                f"pki_profile must be one of {', '.join(repr(p) for p in PKI_PROFILES)}, not {pki_profile!r}"
+            )
+        self.pki_profile = pki_profile
         self.alpn_protocols = _alpn_list(alpn_protocols)
         _check_cache_size(session_cache_size)
         crl_files = _crl_files(crlfile, crl_path, crl_check)
@@ -673,6 +691,15 @@ class ClientContextFactory(_ContextFactory):
                 None if capath is None else os.fspath(capath),
                 what="trusted",
             )
+        # The strict profile's anchors: the same file, directory or system
+        # store, loaded once per process for each (cafile, capath).
+        self._pki: StrictProfile | None = None
+        if pki_profile == "strict" and not self.insecure_skip_verify:
+            self._pki = strict_profile(
+                None if cafile is None else os.fspath(cafile),
+                None if capath is None else os.fspath(capath),
+                verify_depth,
+            )
         if certificate is not None:
             _load_identity(
                 handle, os.fspath(certificate), None if private_key is None else os.fspath(private_key), passphrase
@@ -707,6 +734,7 @@ class ClientContextFactory(_ContextFactory):
                 allow_common_name=self.allow_common_name,
                 pins=self.pins,
                 purpose=None if self.insecure_skip_verify else "server",
+                pki=self._pki,
             )
 
     def check_usable(self) -> None:
