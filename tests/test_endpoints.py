@@ -576,7 +576,8 @@ class DocumentationTests(SynchronousTestCase):
         self.assertGreaterEqual(len(lines), 10)
         for line in lines:
             real = re.sub(r"=([\w.]+\.(?:pem|key|txt))(?=:|$)", lambda m: "=" + _esc(files[m.group(1)]), line)
-            if ":host=" in line or not line.split(":")[1].isdigit() and "port=" not in line:
+            server = "certificate=" in line or "sniDirectory=" in line
+            if not server:
                 endpoint = clientFromString(MemoryReactor(), real)
                 self.assertIsInstance(endpoint, TLSClientEndpoint, line)
             else:
@@ -941,3 +942,34 @@ class PassphraseFileStringTests(SynchronousTestCase):
         with self.assertRaises(ConfigurationError) as caught:
             clientFromString(MemoryReactor(), f"twistls:host=localhost:port=1:passphraseFile={_esc(secret)}")
         self.assertIn("needs clientCertificate", str(caught.exception))
+
+
+class ProxyProtocolStringTests(SynchronousTestCase):
+    """proxyProtocol= and endpoint= on server strings."""
+
+    def test_endpoint_and_proxy_protocol_parse(self) -> None:
+        """endpoint= gives the listening endpoint and proxyProtocol=yes turns the PROXY header on."""
+        p = pki()
+        endpoint = serverFromString(
+            MemoryReactor(), f"twistls:endpoint=tcp\\:0\\:interface=127.0.0.1:certificate={_esc(p.server.chain)}:proxyProtocol=yes"
+        )
+        self.assertIsInstance(endpoint.wrapped_endpoint, TCP4ServerEndpoint)
+        self.assertTrue(endpoint.proxy_protocol)
+        plain = serverFromString(MemoryReactor(), f"twistls:0:certificate={_esc(p.server.chain)}")
+        self.assertFalse(plain.proxy_protocol)
+
+    def test_bad_endpoint_and_proxy_protocol_values_are_refused(self) -> None:
+        """A port beside endpoint=, a TLS endpoint=, a repeated nested key and a non-boolean proxyProtocol are errors naming them."""
+        p = pki()
+        cert = _esc(p.server.chain)
+        cases = {
+            f"twistls:8443:endpoint=tcp\\:0:certificate={cert}": "give port in endpoint=",
+            f"twistls:endpoint=tcp\\:0:interface=127.0.0.1:certificate={cert}": "give interface in endpoint=",
+            f"twistls:endpoint=ssl\\:0:certificate={cert}": "TLS already",
+            f"twistls:endpoint=tcp\\:0\\:backlog=1\\:backlog=2:certificate={cert}": "backlog= is given more than once",
+            f"twistls:0:certificate={cert}:proxyProtocol=maybe": "proxyProtocol",
+        }
+        for string, needle in cases.items():
+            with self.assertRaises(ConfigurationError, msg=string) as caught:
+                serverFromString(MemoryReactor(), string)
+            self.assertIn(needle, str(caught.exception), string)

@@ -273,6 +273,8 @@ def _read_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, floa
             data += chunk
     except socket.timeout:
         pass
+    except ConnectionResetError:  # an aborted connection is closed too
+        pass
     return data, time.monotonic() - started
 
 
@@ -435,3 +437,82 @@ class ReloadIsolationTests(TestCase):
             self.assertEqual(len(errors), 1, logs.output)
             self.assertIn("still serving the previous certificate", errors[0])
             self.assertIn(str(failure), errors[0])
+
+
+def _v1_header(source: str, source_port: int, port: int) -> bytes:
+    return f"PROXY TCP4 {source} 127.0.0.1 {source_port} {port}\r\n".encode("ascii")
+
+
+def _v2_header(source: str, source_port: int, port: int) -> bytes:
+    """A PROXY v2 header (PROXY command, TCP over IPv4) as a load balancer writes it."""
+    addresses = socket.inet_aton(source) + socket.inet_aton("127.0.0.1") + source_port.to_bytes(2, "big") + port.to_bytes(2, "big")
+    return b"\r\n\r\n\x00\r\nQUIT\n" + b"\x21\x11" + len(addresses).to_bytes(2, "big") + addresses
+
+
+class ProxyProtocolTests(TwistdTestCase):
+    """``proxyProtocol=yes`` / ``--proxy-protocol``: a PROXY v1/v2 header before the TLS handshake."""
+
+    def https_get(self, port: int, header: bytes) -> bytes:
+        """Send ``header``, then GET /hello.txt over verified TLS; return the response."""
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(header)
+            with self.ssl_context().wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET /hello.txt HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                response = b""
+                while True:
+                    chunk = tls.recv(65536)
+                    if not chunk:
+                        break
+                    response += chunk
+                return response
+
+    def test_web_sees_the_client_named_by_v1_and_v2_headers(self) -> None:
+        """twistd web logs the client address of a v1 and a v2 header; no header, or none in time, is refused with one log line."""
+        with open(os.path.join(self.tmp, "hello.txt"), "w") as f:
+            f.write("behind a load balancer\n")
+        port = free_port()
+        listen = (
+            f"twistls:endpoint=tcp\\:{port}\\:interface=127.0.0.1:certificate={_esc(self.p.server.chain)}"
+            ":proxyProtocol=yes:handshakeTimeout=1"
+        )
+        proc = self.start("web", "web", "--path", self.tmp, "--listen", listen, port=port)
+        for header, client in ((_v1_header("203.0.113.7", 56324, port), "203.0.113.7"),
+                               (_v2_header("198.51.100.9", 40001, port), "198.51.100.9")):
+            response = self.https_get(port, header)
+            self.assertIn(b"200", response.split(b"\r\n", 1)[0])
+            self.assertTrue(response.endswith(b"behind a load balancer\n"))
+            self.assertTrue(_wait_for(lambda: f'"{client}"' in _read(proc.log)), _read(proc.log))  # type: ignore[attr-defined]
+
+        with self.assertRaises((ssl.SSLError, OSError)):
+            self.https_get(port, b"")  # a ClientHello where the header belongs
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+            _, waited = _read_until_closed(silent, 15)
+        self.assertLess(waited, 10)
+        text = _read(proc.log)  # type: ignore[attr-defined]
+        refused = [line for line in text.splitlines() if "PROXY protocol" in line]
+        self.assertEqual(len(refused), 2, text)
+        self.assertIn("no PROXY header", refused[0])
+        self.assertIn("no complete PROXY header within 1 s", refused[1])
+        self.assert_stops_cleanly(proc)
+
+    def test_echo_proxy_protocol_flag_on_tls_and_starttls_ports(self) -> None:
+        """twistd twistls echo --proxy-protocol reads the header on the TLS and the STARTTLS port, and refuses a client without one."""
+        tls_port, plain_port = free_port(), free_port()
+        proc = self.start(
+            "echo", "twistls", "echo", "--certificate", self.p.server.chain, "--port", str(tls_port),
+            "--starttls-port", str(plain_port), "--proxy-protocol", port=tls_port,
+        )
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=10) as raw:
+            raw.sendall(_v2_header("192.0.2.1", 1234, tls_port))
+            with self.ssl_context().wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"proxied")
+                self.assertEqual(tls.recv(100), b"proxied")
+        with socket.create_connection(("127.0.0.1", plain_port), timeout=10) as raw:
+            raw.sendall(_v1_header("192.0.2.2", 4321, plain_port) + b"STARTTLS\r\n")
+            self.assertEqual(raw.recv(100), b"OK begin TLS\r\n")
+        with socket.create_connection(("127.0.0.1", plain_port), timeout=10) as raw:
+            raw.sendall(b"STARTTLS\r\n")
+            data, _ = _read_until_closed(raw, 10)
+            self.assertEqual(data, b"")
+        self.assertTrue(_wait_for(lambda: "no PROXY header" in _read(proc.log)), _read(proc.log))  # type: ignore[attr-defined]
+        self.assert_stops_cleanly(proc)

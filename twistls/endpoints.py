@@ -57,6 +57,12 @@ privateKey                  PEM key file                                        
 passphraseFile              file holding the passphrase of an encrypted key (all    none
                             keys of the server; read at each load and reload,
                             one trailing newline stripped)
+proxyProtocol               ``yes``: read a PROXY v1/v2 header (HAProxy, load        no
+                            balancers) before the handshake; ``getPeer()`` is
+                            the client it names
+endpoint                    a plain server endpoint string to listen on instead     ``tcp:PORT``
+                            of ``port``/``interface``/``backlog``
+                            (``endpoint=unix\\:/run/app.sock``)
 caFile                      PEM CAs that client certificates must chain to;         no client certificates
                             turns client certificates on
 caPath                      hashed directory of such CAs                            none
@@ -111,7 +117,9 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
     IStreamServerEndpointStringParser,
 )
+from twisted.logger import Logger
 from twisted.plugin import IPlugin
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -257,10 +265,12 @@ class TLSServerEndpoint(_TLSEndpoint):
         clock: IReactorTime | None = None,
         allow_truncation: bool = False,
         idle_timeout: float | None = None,
+        proxy_protocol: bool = False,
     ) -> None:
         super().__init__(clock=clock, allow_truncation=allow_truncation, idle_timeout=idle_timeout)
         self.context_factory = context_factory
         self.wrapped_endpoint = wrapped_endpoint
+        self.proxy_protocol = bool(proxy_protocol)
 
     #: Set for endpoints made from ``twistls:`` strings: while the global
     #: reactor runs, ``SIGHUP`` reloads :attr:`context_factory` (under any
@@ -278,6 +288,9 @@ class TLSServerEndpoint(_TLSEndpoint):
             if self._clock is reactor:
                 _reload_on_sighup_when_running(self.context_factory, reactor)
         wrapping = self._wrapping(protocolFactory)
+        if self.proxy_protocol:
+            timeout = self.context_factory.handshake_timeout or _PROXY_HEADER_TIMEOUT
+            wrapping = _ProxyHeaderFactory(wrapping, clock=self._clock or _default_clock(), timeout=timeout)
         return self.wrapped_endpoint.listen(wrapping)
 
 
@@ -402,6 +415,7 @@ def wrap_server_tls(
     clock: IReactorTime | None = None,
     allow_truncation: bool = False,
     idle_timeout: float | None = None,
+    proxy_protocol: bool = False,
 ) -> TLSServerEndpoint:
     """Wrap a server endpoint with TLS.
 
@@ -412,6 +426,12 @@ def wrap_server_tls(
         allow_truncation: treat an end without close_notify as a clean close.
         idle_timeout: close established connections idle this many seconds
             (``None``: never); see :class:`~twistls.protocol.TLSWrappingFactory`.
+        proxy_protocol: every connection starts with a PROXY protocol v1 or
+            v2 header (from HAProxy or a load balancer), read before the TLS
+            handshake; ``getPeer()``/``getHost()`` then give the addresses it
+            names.  A connection without a valid header within the handshake
+            timeout (30 seconds without one) is closed and logged.
+            (``.. versionadded:: 0.2``)
 
     Returns:
         An endpoint whose connections handshake (and verify client
@@ -434,7 +454,148 @@ def wrap_server_tls(
         clock=clock,
         allow_truncation=allow_truncation,
         idle_timeout=idle_timeout,
+        proxy_protocol=proxy_protocol,
     )
+
+
+# -- PROXY protocol ---------------------------------------------------------------
+
+_PROXY_HEADER_TIMEOUT = 30.0
+#: The longest PROXY header accepted: v1 lines are at most 107 bytes; v2
+#: headers carry 16 bytes plus addresses and TLVs (a few hundred bytes from
+#: the common load balancers).
+_PROXY_HEADER_MAX = 1024
+_V1_SIGNATURE = b"PROXY "
+_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+_proxy_log = Logger(namespace="twistls")
+
+
+class _ProxyHeaderWrapper(ProtocolWrapper):
+    """Reads one PROXY v1/v2 header (bounded in size and time, parsed by
+    ``twisted.protocols.haproxy``), then connects the wrapped (TLS) protocol,
+    whose ``getPeer()``/``getHost()`` are then the addresses the header names.
+    A connection without a valid header is refused with one log line."""
+
+    transport: Any
+    wrappedProtocol: Any
+    factory: Any
+    _info: Any = None
+    _started = False
+    _deadline: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        # ProtocolWrapper.makeConnection, except that the wrapped protocol is
+        # connected only once the header has been read.
+        from zope.interface import directlyProvides, providedBy
+
+        directlyProvides(self, providedBy(transport))
+        self._buffer = b""
+        self.transport = transport
+        self.connected = 1
+        self.factory.registerProtocol(self)
+        self._deadline = self.factory.clock.callLater(self.factory.timeout, self._too_slow)
+
+    def _refuse(self, reason: str) -> None:
+        self._cancel()
+        self._buffer = b""
+        _proxy_log.warn(
+            "PROXY protocol: connection from {peer} refused: {reason}", peer=_peer_text(self.transport), reason=reason
+        )
+        self.transport.abortConnection()
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self._refuse(f"no complete PROXY header within {self.factory.timeout:g} s")
+
+    def _cancel(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def dataReceived(self, data: bytes) -> None:
+        from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+        from twisted.protocols.haproxy._v1parser import V1Parser
+        from twisted.protocols.haproxy._v2parser import V2Parser
+
+        if self._started:
+            self.wrappedProtocol.dataReceived(data)
+            return
+        if not self.connected:
+            return
+        self._buffer += data
+        buffer = self._buffer
+        head = buffer[: len(_V2_SIGNATURE)]
+        try:
+            if _V2_SIGNATURE.startswith(head):
+                if len(buffer) < 16:
+                    return
+                if buffer[12] & 0xF0 != 0x20:
+                    raise InvalidProxyHeader()
+                size = 16 + int.from_bytes(buffer[14:16], "big")
+                if size > _PROXY_HEADER_MAX:
+                    self._refuse(f"a PROXY v2 header of {size} bytes (at most {_PROXY_HEADER_MAX})")
+                    return
+                if len(buffer) < size:
+                    return
+                info, rest = V2Parser.parse(buffer[:size]), buffer[size:]
+            elif _V1_SIGNATURE.startswith(buffer[: len(_V1_SIGNATURE)]):
+                line, newline, rest = buffer.partition(b"\r\n")
+                if not newline:
+                    if len(buffer) > 107:
+                        self._refuse("a PROXY v1 header longer than 107 bytes")
+                    return
+                info = V1Parser.parse(line)
+            else:
+                self._refuse("no PROXY header (the load balancer must send PROXY v1 or v2)")
+                return
+        except (InvalidProxyHeader, ValueError, IndexError) as exc:
+            self._refuse(f"an invalid PROXY header ({type(exc).__name__})")
+            return
+        self._cancel()
+        self._buffer = b""
+        self._info = info
+        self._started = True
+        self.wrappedProtocol.makeConnection(self)
+        if rest and self.connected:
+            self.wrappedProtocol.dataReceived(rest)
+
+    def getPeer(self) -> Any:
+        if self._info is not None and self._info.source is not None:
+            return self._info.source
+        return self.transport.getPeer()
+
+    def getHost(self) -> Any:
+        if self._info is not None and self._info.destination is not None:
+            return self._info.destination
+        return self.transport.getHost()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._cancel()
+        if self._started:
+            super().connectionLost(reason)  # type: ignore[no-untyped-call]  # ProtocolWrapper is partly unannotated
+        else:
+            self.connected = 0
+            self.factory.unregisterProtocol(self)
+
+
+class _ProxyHeaderFactory(WrappingFactory):
+    """Connections read a PROXY header (within ``timeout`` seconds) before ``wrappedFactory`` sees them."""
+
+    protocol = _ProxyHeaderWrapper
+
+    def __init__(self, wrappedFactory: Any, *, clock: IReactorTime, timeout: float) -> None:
+        super().__init__(wrappedFactory)  # type: ignore[no-untyped-call]  # WrappingFactory is partly unannotated
+        self.clock = clock
+        self.timeout = timeout
+
+
+def _peer_text(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+    except Exception:
+        return "an unknown peer"
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    return f"{host}:{port}" if host is not None else str(peer)
 
 
 # -- endpoint-string parsing ------------------------------------------------------
@@ -771,6 +932,8 @@ _SERVER_KEYS = frozenset(
         "allowTruncation",
         "sniDirectory",
         "passphraseFile",
+        "proxyProtocol",
+        "endpoint",
     }
 )
 
@@ -876,6 +1039,28 @@ def _is_ip(host: str) -> bool:
     return parse_ip(host) is not None
 
 
+def _nested_server_endpoint(reactor: Any, description: str) -> Any:
+    """The server endpoint of ``endpoint=`` (TCP, UNIX, systemd, ...), which carries the TLS bytes.
+
+    Raises:
+        ConfigurationError: a bad string, a repeated key, or a nested ``twistls:``.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    _refuse_repeated_keys("server", description, within="endpoint=: ")
+    args = _split_description(description)[0]
+    if args and args[0].lower() in ("twistls", "ssl", "tls"):
+        raise ConfigurationError(
+            f"twistls server endpoint: endpoint={description!r} is TLS already: give a plain endpoint (tcp:, unix:, ...)"
+        )
+    try:
+        return serverFromString(reactor, description)
+    except ConfigurationError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigurationError(f"twistls server endpoint: endpoint={description!r}: {exc}") from None
+
+
 def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs: str | bytes) -> TLSServerEndpoint:
     """Build a server endpoint from ``twistls:`` string parameters (see the module docstring).
 
@@ -888,9 +1073,14 @@ def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
     from twistls.context import ServerContextFactory, _scan_sni_directory
 
     v = _collect("server", ("port",), _SERVER_KEYS, args, kwargs)
-    if "port" not in v:
+    if "endpoint" in v:
+        for key in ("port", "interface", "backlog"):
+            if key in v:
+                raise ConfigurationError(f"twistls server endpoint: give {key} in endpoint=, not beside it")
+    elif "port" not in v:
         raise ConfigurationError("twistls server endpoint: a port is required (twistls:PORT:certificate=FILE)")
-    port = _int("port", v["port"], minimum=0, maximum=65535)
+    port = _int("port", v["port"], minimum=0, maximum=65535) if "port" in v else 0
+    proxy_protocol = _bool("proxyProtocol", v.get("proxyProtocol", "no"))
     if "certificate" not in v and "sniDirectory" not in v:
         raise ConfigurationError("twistls server endpoint: certificate= is required (twistls:PORT:certificate=FILE)")
     certificate = _file("certificate", v["certificate"]) if "certificate" in v else None
@@ -930,10 +1120,15 @@ def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
             keys = ("passphraseFile", "caFile", "caPath", "privateKey", "certificate", "sniDirectory")
             raise _naming_the_key("server", exc, v, keys) from None
         context_factory._sni_directory = directory  # reload() re-scans it
-    interface = v.get("interface", "")
-    endpoint_class: Callable[..., Any] = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
-    wrapped = endpoint_class(reactor, port, backlog=backlog, interface=interface)
-    endpoint = wrap_server_tls(context_factory, wrapped, clock=reactor, **_connection_options(v))
+    if "endpoint" in v:
+        wrapped = _nested_server_endpoint(reactor, v["endpoint"])
+    else:
+        interface = v.get("interface", "")
+        endpoint_class: Callable[..., Any] = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
+        wrapped = endpoint_class(reactor, port, backlog=backlog, interface=interface)
+    endpoint = wrap_server_tls(
+        context_factory, wrapped, clock=reactor, proxy_protocol=proxy_protocol, **_connection_options(v)
+    )
     endpoint._reload_on_sighup = True
     return endpoint
 

@@ -88,6 +88,25 @@ _PASSPHRASE_HELP = (
     "one trailing newline is stripped); added to twistls: strings that load a key as passphraseFile="
 )
 
+_PROXY_PROTOCOL_HELP = (
+    "Every connection starts with a PROXY protocol v1/v2 header from HAProxy or a load balancer, read before "
+    "the TLS handshake (getPeer() and logs show the client it names); added to a twistls: --listen as "
+    "proxyProtocol=yes."
+)
+
+
+def _add_proxy_protocol(option: str, description: str, keys: dict[str, str] | None, defaults: dict[str, str | None]) -> None:
+    """Add ``proxyProtocol=yes`` to a ``twistls:`` string's ``defaults``, or refuse."""
+    if keys is None:
+        raise usage.UsageError(
+            f"--proxy-protocol needs a twistls: {option} string, not {description!r} "
+            "(for a plaintext listener, use Twisted's haproxy: prefix)"
+        )
+    if "proxyProtocol" in keys and _is_no(keys["proxyProtocol"]):
+        raise usage.UsageError(f"--proxy-protocol conflicts with proxyProtocol={keys['proxyProtocol']} in {option} {description!r}")
+    defaults["proxyProtocol"] = "yes"
+
+
 _IDLE_HELP = (
     "Seconds an established TLS connection may carry no data before it is closed "
     "(applies to twistls: endpoints that do not set idleTimeout= themselves) [default: never]"
@@ -365,6 +384,7 @@ class ProxyOptions(usage.Options):
         ["idle-timeout", None, None, _IDLE_HELP, _positive_idle_seconds],
         ["passphrase-file", None, None, _PASSPHRASE_HELP],
     ]
+    optFlags = [["proxy-protocol", None, _PROXY_PROTOCOL_HELP]]
 
     def postOptions(self) -> None:
         for name in ("listen", "connect"):
@@ -392,6 +412,8 @@ class ProxyOptions(usage.Options):
                     "--passphrase-file applies to no private key: neither a twistls: --listen nor a twistls: --connect "
                     "with clientCertificate="
                 )
+        if self["proxy-protocol"]:
+            _add_proxy_protocol("--listen", self["listen"], _keys("--listen", self["listen"]), listen_defaults)
         self["listen-endpoint"] = _server_endpoint("--listen", self["listen"], listen_defaults)
         self["connect-endpoint"] = _client_endpoint("--connect", self["connect"], connect_defaults)
 
@@ -495,6 +517,7 @@ class EchoOptions(usage.Options):
         ["idle-timeout", None, None, _IDLE_HELP, _positive_idle_seconds],
         ["passphrase-file", None, None, _PASSPHRASE_HELP],
     ]
+    optFlags = [["proxy-protocol", None, _PROXY_PROTOCOL_HELP + " Applies to the --starttls-port too."]]
 
     def postOptions(self) -> None:
         from twistls.endpoints import TLSServerEndpoint
@@ -553,6 +576,8 @@ class EchoOptions(usage.Options):
         defaults = {**_timeouts(timeout, idle), "caFile": client_ca}
         if keys is not None and self["passphrase-file"] is not None:
             defaults["passphraseFile"] = _refuse_second_passphrase("--listen", self["listen"], keys, self["passphrase-file"])
+        if self["proxy-protocol"]:
+            _add_proxy_protocol("--listen", self["listen"], keys, defaults)
         return _server_endpoint("--listen", self["listen"], defaults)
 
     def _own_endpoint(self, timeout: float | None, idle: float | None, client_ca: str | None) -> Any:
@@ -590,7 +615,7 @@ class EchoOptions(usage.Options):
             )) from None
         if not 0 <= self["port"] <= 65535:
             raise usage.UsageError(f"--port {self['port']} is not a TCP port")
-        return _tls_endpoint(context_factory, self["port"], self["interface"], idle)
+        return _tls_endpoint(context_factory, self["port"], self["interface"], idle, bool(self["proxy-protocol"]))
 
 
 def _is_no(value: str) -> bool:
@@ -599,10 +624,14 @@ def _is_no(value: str) -> bool:
     return value.strip().lower() in _FALSE
 
 
-def _tls_endpoint(context_factory: Any, port: int, interface: str, idle: float | None = None) -> Any:
+def _tls_endpoint(
+    context_factory: Any, port: int, interface: str, idle: float | None = None, proxy_protocol: bool = False
+) -> Any:
     from twistls.endpoints import wrap_server_tls
 
-    return wrap_server_tls(context_factory, _plain_endpoint(port, interface), idle_timeout=idle)
+    return wrap_server_tls(
+        context_factory, _plain_endpoint(port, interface), idle_timeout=idle, proxy_protocol=proxy_protocol
+    )
 
 
 def _plain_endpoint(port: int, interface: str) -> Any:
@@ -732,9 +761,16 @@ def makeService(options: Options) -> service.MultiService:
             tls = sub["listen-endpoint"]  # a TLSServerEndpoint: STARTTLS needs a context factory
             plain = Factory.forProtocol(_StartTLSEcho)
             plain.context_factory = sub["context-factory"]  # type: ignore[attr-defined]
-            wrapping = TLSWrappingFactory(
+            wrapping: Any = TLSWrappingFactory(
                 plain, None, start_tls=True, idle_timeout=tls.idle_timeout, allow_truncation=tls.allow_truncation
             )
+            if tls.proxy_protocol:  # the STARTTLS port takes the TLS port's whole policy
+                from twisted.internet import reactor
+
+                from twistls.endpoints import _PROXY_HEADER_TIMEOUT, _ProxyHeaderFactory
+
+                timeout = sub["context-factory"].handshake_timeout or _PROXY_HEADER_TIMEOUT
+                wrapping = _ProxyHeaderFactory(wrapping, clock=reactor, timeout=timeout)
             listening = _Listening(f"--starttls-port {sub['starttls-port']}", sub["starttls-endpoint"], wrapping)
             listening.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
     return top
