@@ -30,8 +30,12 @@ timeout with a non-``twistls:`` ``--listen``), are refused rather than
 ignored, and so is any endpoint string that gives a key twice.
 
 Bad options (a missing certificate file, a key that does not match the
-certificate, an unknown endpoint keyword) are reported by twistd as a
-one-line error naming the problem.
+certificate, an unknown endpoint keyword) end twistd with exit status 1 and
+one line naming the option and the file (no usage dump), and so does a port
+that cannot be opened.  ``SIGHUP`` reloads every TLS certificate (the same
+process-wide handler as every ``twistls:`` string, see
+:mod:`twistls.context`).  ``--passphrase-file`` opens encrypted keys;
+``--proxy-protocol`` reads a PROXY v1/v2 header before the handshake.
 
 .. versionadded:: 0.1
 """
