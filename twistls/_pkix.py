@@ -28,6 +28,8 @@ that must keep working (see ``doc/howto/security.rst``):
 * a server certificate that is itself a configured trust anchor (a
   self-signed certificate given as ``cafile``) is trusted as configured,
   without the rules, which are about what a CA issued;
+* a trust anchor without keyUsage is accepted (``openssl req -x509`` makes
+  such CAs; every intermediate still needs a critical keyUsage);
 * the trust anchors themselves are trusted as configured: only an
   extendedKeyUsage on an anchor is refused (no root of the system store has
   one, while several have a zero serial or lack a subjectKeyIdentifier).
@@ -450,6 +452,12 @@ def _identifier_problems(cert: x509.Certificate, depth: int, *, ca: bool) -> lis
 def _ca_problems(cert: x509.Certificate, depth: int) -> list[PKIProfileError]:
     problems = _identifier_problems(cert, depth, ca=True) + _key_problems(cert, depth) + _serial_problems(cert, depth)
     try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage)
+        if not usage.critical:
+            problems.append(_problem(cert, "ca-key-usage", "this intermediate CA's keyUsage is not critical", depth))
+    except x509.ExtensionNotFound:
+        problems.append(_problem(cert, "ca-key-usage", "this intermediate CA certificate has no keyUsage", depth))
+    try:
         nc = cert.extensions.get_extension_for_class(x509.NameConstraints)
     except x509.ExtensionNotFound:
         nc = None
@@ -523,9 +531,25 @@ def _ee_policy() -> _pyca.ExtensionPolicy:
     )
 
 
+def _ca_may_sign(policy: _pyca.Policy, cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    """A CA's keyUsage, when present, allows keyCertSign (pyca's own check)."""
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("the CA's keyUsage does not allow keyCertSign")
+
+
+def _ca_policy() -> _pyca.ExtensionPolicy:
+    """pyca's Web PKI CA policy, but a CA without keyUsage may still be a
+    trust anchor (``openssl req -x509`` makes such CAs, and some roots of the
+    system store have none); :func:`_ca_problems` requires a critical one
+    on every intermediate."""
+    return _pyca.ExtensionPolicy.webpki_defaults_ca().may_be_present(
+        x509.KeyUsage, _pyca.Criticality.AGNOSTIC, _ca_may_sign
+    )
+
+
 @functools.lru_cache(maxsize=1)
 def _policies() -> tuple[_pyca.ExtensionPolicy, _pyca.ExtensionPolicy]:
-    return _pyca.ExtensionPolicy.webpki_defaults_ca(), _ee_policy()
+    return _ca_policy(), _ee_policy()
 
 
 @dataclass(frozen=True)
