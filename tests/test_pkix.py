@@ -379,3 +379,45 @@ class ConformanceTests(SynchronousTestCase):
     def test_families_cover_the_issue(self) -> None:
         """Every family of issue 13 has at least one case."""
         self.assertEqual(sorted({c.family for c in cases()}), sorted(FAMILIES))
+
+
+class SurfaceTests(SynchronousTestCase):
+    """The profile's switch in endpoint strings and in ``twistls verify``."""
+
+    def test_endpoint_string_key(self) -> None:
+        """pkiProfile= picks the profile of a twistls: client string; strict is the default; others are refused."""
+        from twisted.internet.endpoints import clientFromString
+        from twisted.internet.testing import MemoryReactor
+
+        base = f"twistls:host=localhost:port=443:caFile={pki().cafile}"
+        self.assertEqual(clientFromString(MemoryReactor(), base).context_factory.pki_profile, "strict")
+        endpoint = clientFromString(MemoryReactor(), base + ":pkiProfile=rfc5280")
+        self.assertEqual(endpoint.context_factory.pki_profile, "rfc5280")
+        exc = self.assertRaises(ConfigurationError, clientFromString, MemoryReactor(), base + ":pkiProfile=lax")
+        self.assertIn("pkiProfile", str(exc))
+
+    def _verify(self, *argv: str) -> tuple[int, str]:
+        import contextlib
+        import io
+
+        from twistls.cli import main
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            status = main(["verify", *argv])
+        return status, out.getvalue()
+
+    def test_verify_lists_every_problem_and_takes_the_flag(self) -> None:
+        """`twistls verify` lists every broken rule under the strict default and accepts with --pki-profile rfc5280."""
+        case = {c.name: c for c in cases()}["nc-leaf-san-invalid"]
+        d = _tmpdir(self)
+        chain = _write(d, "chain.pem", case.pem_chain())
+        anchors = _write(d, "anchors.pem", case.pem_anchors())
+        at = case.at.isoformat()
+        status, out = self._verify(chain, "--cafile", anchors, "--host", case.host, "--at", at)
+        self.assertEqual(status, 1)
+        self.assertIn("san-dns-syntax", out)
+        self.assertIn("path-validation", out)
+        self.assertGreaterEqual(out.count("problem"), 2)
+        status, out = self._verify(chain, "--cafile", anchors, "--host", case.host, "--at", at, "--pki-profile", "rfc5280")
+        self.assertEqual(status, 0, out)

@@ -166,6 +166,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="F",
         help="PEM file of CRLs to check the certificate against, as a client with crlfile=F would",
     )
+    verify.add_argument(
+        "--pki-profile",
+        choices=("strict", "rfc5280"),
+        default="strict",
+        help="the client's pki_profile: 'strict' (default: pyca's path builder and the strict PKI profile "
+        "must accept too; every rule broken is listed) or 'rfc5280' (OpenSSL's checks and the Checker only)",
+    )
     verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
     mkcert = sub.add_parser(

@@ -43,6 +43,9 @@ endpoint             another client endpoint string to tunnel through; ``host`` 
                      is then only used for SNI and verification                    (host, port)
 idleTimeout          close the connection after this many idle seconds             none (never)
 allowTruncation      ``yes``: an end without close_notify counts as clean          no
+pkiProfile           ``strict``: pyca's path builder and the strict PKI profile    ``strict``
+                     must accept the chain too; ``rfc5280``: OpenSSL's checks and
+                     the Checker only (see ``pki_profile``)
 ==================== ============================================================ ===========================
 
 Server, ``serverFromString(reactor, "twistls:8443:certificate=server.pem")``:
@@ -914,6 +917,7 @@ _CLIENT_KEYS = frozenset(
         "idleTimeout",
         "allowTruncation",
         "passphraseFile",
+        "pkiProfile",
     }
 )
 
@@ -998,6 +1002,14 @@ def _client_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
         options["pins"] = _list("pins", v["pins"])
     if "alpn" in v:
         options.update(_alpn_keyword(ClientContextFactory, _list("alpn", v["alpn"])))
+    if "pkiProfile" in v:
+        from twistls._pkix import PKI_PROFILES
+
+        if v["pkiProfile"] not in PKI_PROFILES:
+            raise ConfigurationError(
+                f"twistls client endpoint: pkiProfile= must be {' or '.join(PKI_PROFILES)}, not {v['pkiProfile']!r}"
+            )
+        options["pki_profile"] = v["pkiProfile"]
     try:
         context_factory = ClientContextFactory(host, **options)
     except ConfigurationError as exc:
