@@ -9,14 +9,14 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
+from typing import Callable
 
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.test_twistd import TWISTD, TwistdTestCase, _env, _esc, _read, free_port, run_twistd
+from tests._pki import pki
+from tests.test_twistd import TwistdTestCase, _esc, _read, free_port, run_twistd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _busy_port(testcase: TestCase) -> int:
@@ -84,10 +84,11 @@ def _copy(source: str, target: str) -> None:
     os.replace(target + ".tmp", target)
 
 
-def _wait_for(predicate: object, seconds: float = 15.0) -> bool:
+def _wait_for(predicate: Callable[[], bool], seconds: float = 15.0) -> bool:
+    """Poll ``predicate`` every 0.1 s for at most ``seconds``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return True
         time.sleep(0.1)
     return False
@@ -399,7 +400,7 @@ class SniDirectoryReloadTests(TwistdTestCase):
         self.assert_stops_cleanly(proc)
 
 
-class ReloadIsolationTests(TestCase):
+class ReloadIsolationTests(SynchronousTestCase):
     """One factory's failing reload does not stop the others."""
 
     def test_unexpected_exception_does_not_stop_the_other_factories(self) -> None:
@@ -417,7 +418,7 @@ class ReloadIsolationTests(TestCase):
                     raise self.failure
                 return super()._make_handle()
 
-        p = __import__("tests._pki", fromlist=["pki"]).pki()
+        p = pki()
         first = Broken(p.server.chain)
         second = ServerContextFactory(p.server.chain)
         original = second.reload
