@@ -55,6 +55,7 @@ class VerifyResult:
     at: datetime.datetime | None = None
     trust: str = "system trust store"
     depth: int = 9
+    pki_profile: str = "strict"
 
     @property
     def accepted(self) -> bool:
@@ -197,6 +198,7 @@ def verify_certificate(
         at=at,
         trust=f"CA file {cafile}" if cafile else f"CA directory {capath}" if capath else "system trust store",
         depth=depth,
+        pki_profile=pki_profile,
     )
 
     # M2Crypto objects own the certificates and the untrusted stack for the call.
@@ -300,6 +302,7 @@ def format_result(result: VerifyResult, certificate: str) -> str:
         ("expected name", result.hostname),
         ("trust anchors", result.trust),
         ("depth limit", str(result.depth)),
+        ("PKI profile", result.pki_profile),
         ("verified at", "now" if result.at is None else result.at.isoformat()),
     ]
     for i, cert in enumerate(result.chain):
@@ -328,6 +331,7 @@ def result_as_json(result: VerifyResult, certificate: str) -> dict[str, Any]:
         "hostname": result.hostname,
         "trust": result.trust,
         "depth": result.depth,
+        "pki_profile": result.pki_profile,
         "at": None if result.at is None else result.at.isoformat(),
         "chain": [
             {
