@@ -421,3 +421,19 @@ class SurfaceTests(SynchronousTestCase):
         self.assertGreaterEqual(out.count("problem"), 2)
         status, out = self._verify(chain, "--cafile", anchors, "--host", case.host, "--at", at, "--pki-profile", "rfc5280")
         self.assertEqual(status, 0, out)
+
+
+class LegacyCommonNameTests(SynchronousTestCase):
+    """allow_common_name=True and the strict profile."""
+
+    def test_san_less_certificate_names_the_opt_out(self) -> None:
+        """A SAN-less certificate fails the strict profile with rule san-missing, naming the opt-out."""
+        from tests._pki import self_signed
+
+        der, _ = self_signed("localhost")
+        ca_der, _ = self_signed("some CA")
+        anchors = [_pkix.load_der(ca_der)]
+        profile = _pkix.StrictProfile(_pkix.TrustAnchors(_pkix._pyca.Store(anchors), tuple(anchors), 0, "test"))
+        exc = self.assertRaises(PKIProfileError, profile.verify, der, [], "localhost")
+        self.assertIn("san-missing", [p.rule for p in exc.problems])
+        self.assertIn('pki_profile="rfc5280"', str(exc.problems[[p.rule for p in exc.problems].index("san-missing")]))

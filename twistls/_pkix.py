@@ -389,7 +389,15 @@ def _leaf_problems(cert: x509.Certificate) -> list[PKIProfileError]:
                 _problem(cert, "san-not-critical", "its subject is empty but its subjectAltName is not critical", 0)
             )
     except x509.ExtensionNotFound:
-        pass
+        problems.append(
+            _problem(
+                cert,
+                "san-missing",
+                "it has no subjectAltName; the strict PKI profile never matches the commonName "
+                "(allow_common_name=True works only with the opt-out)",
+                0,
+            )
+        )
     san = _san(cert)
     for name in san.get_values_for_type(x509.DNSName) if san is not None else ():
         if not valid_dns_name(name, wildcard=True):

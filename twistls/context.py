@@ -608,6 +608,8 @@ class ClientContextFactory(_ContextFactory):
             :class:`~twistls.errors.PKIProfileError`.  ``"rfc5280"``:
             OpenSSL's verification and the Checker only (twistls 0.1's
             behaviour), for private PKIs the strict profile refuses.
+            The strict profile requires a subjectAltName, so
+            ``allow_common_name=True`` only helps with ``"rfc5280"``.
 
             .. versionadded:: 0.2
 
