@@ -437,3 +437,40 @@ class LegacyCommonNameTests(SynchronousTestCase):
         exc = self.assertRaises(PKIProfileError, profile.verify, der, [], "localhost")
         self.assertIn("san-missing", [p.rule for p in exc.problems])
         self.assertIn('pki_profile="rfc5280"', str(exc.problems[[p.rule for p in exc.problems].index("san-missing")]))
+
+
+class LiveAgreementTests(SynchronousTestCase):
+    """The live client (a real in-memory handshake) and `twistls verify` agree on every case they can both run."""
+
+    def test_live_client_agrees_with_verify(self) -> None:
+        """For each case a server can present, both profiles give the same verdict live and offline."""
+        from tests.conformance.cases import NOW, leaf_key_pem, served_by_leaf_key
+
+        d = _tmpdir(self)
+        key = _write(d, "leaf.key", leaf_key_pem())
+        offline = {profile: {v.case.name: v for v in vs} for profile, vs in _verdicts().items()}
+        disagree, ran = [], 0
+        for case in cases():
+            if case.at != NOW or not served_by_leaf_key(case):
+                continue  # another validation time, or a key no server holds
+            chain = _write(d, f"{case.name}.pem", case.pem_chain())
+            anchors = _write(d, f"{case.name}-ca.pem", case.pem_anchors())
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    server = ServerContextFactory(chain, key)
+            except ConfigurationError:
+                continue  # OpenSSL will not serve it at all
+            ran += 1
+            for profile in ("rfc5280", "strict"):
+                client = ClientContextFactory(case.host, cafile=anchors, pki_profile=profile, session_cache_size=0)
+                pair = EnginePair(client.create_engine(), server.create_engine()).start()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pair.pump()
+                live = bool(pair.client.handshake_done)
+                if live != offline[profile][case.name].accepted:
+                    disagree.append(f"{case.name} ({profile}): live {live}, verify {not live}: {_failure(pair)}")
+        print(f"live agreement: {ran} cases served, both profiles")
+        self.assertGreater(ran, 30)
+        self.assertEqual(disagree, [])

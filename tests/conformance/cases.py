@@ -19,6 +19,7 @@ import datetime
 import functools
 import ipaddress
 import secrets
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -27,10 +28,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Case", "NOW", "cases", "FAMILIES"]
+__all__ = ["Case", "NOW", "cases", "FAMILIES", "leaf_key_pem", "served_by_leaf_key"]
 
-#: The validation time of every case (unless the case says otherwise).
-NOW = datetime.datetime(2026, 6, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
+#: The validation time of every case (unless the case says otherwise): the
+#: start of the current hour, so that the live client (which verifies at the
+#: real time) can run the same cases.
+NOW = datetime.datetime.now(datetime.timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 FAMILIES = (
     "baseline",
@@ -663,6 +666,25 @@ class _Builder:
             _patched(base, self.int_spec.key, _fractional_not_after(far)),
             note="GeneralizedTime notAfter with .5 seconds",
         )
+
+
+def leaf_key_pem() -> bytes:
+    """The private key (PEM) of every case's leaf whose key was not replaced."""
+    return _key("leaf").private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def served_by_leaf_key(case: Case) -> bool:
+    """Whether a server can present ``case`` with :func:`leaf_key_pem` (its
+    leaf parses and holds that key)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            leaf = x509.load_der_x509_certificate(case.leaf)
+            return bool(leaf.public_key() == _key("leaf").public_key())
+    except ValueError:
+        return False
 
 
 @functools.lru_cache(maxsize=1)
