@@ -80,6 +80,11 @@ sniDirectory                directory of ``<hostname>.pem`` files (key + chain; 
                             ``*.example.com.pem`` for wildcards) chosen by SNI;
                             ``certificate`` (or the directory's ``DEFAULT.pem``
                             when ``certificate`` is left out) serves other clients
+reusePort                   ``yes``: listen with ``SO_REUSEPORT`` (Linux), so        no
+                            several processes serve one (fixed) port
+ticketKeyFile               session-ticket key file shared by every process of      none (a random key
+                            this name (``twistls mkticketkey FILE``); re-read on     per process)
+                            reload (SIGHUP)
 =========================== ======================================================= =====================
 
 Booleans take ``yes``/``no`` (also ``true``/``false``, ``on``/``off``,
@@ -938,6 +943,8 @@ _SERVER_KEYS = frozenset(
         "passphraseFile",
         "proxyProtocol",
         "endpoint",
+        "reusePort",
+        "ticketKeyFile",
     }
 )
 
@@ -1086,7 +1093,7 @@ def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
 
     v = _collect("server", ("port",), _SERVER_KEYS, args, kwargs)
     if "endpoint" in v:
-        for key in ("port", "interface", "backlog"):
+        for key in ("port", "interface", "backlog", "reusePort"):
             if key in v:
                 raise ConfigurationError(f"twistls server endpoint: give {key} in endpoint=, not beside it")
     elif "port" not in v:
@@ -1105,6 +1112,11 @@ def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
     }
     if "passphraseFile" in v:
         options["passphrase"] = _passphrase_file("passphraseFile", v["passphraseFile"])
+    if "ticketKeyFile" in v:
+        options["ticket_key_file"] = _file("ticketKeyFile", v["ticketKeyFile"])
+    reuse_port = _bool("reusePort", v.get("reusePort", "no"))
+    if reuse_port and port == 0:
+        raise ConfigurationError("twistls server endpoint: reusePort=yes needs a fixed port (each process would get its own)")
     if certificate is not None:
         _refuse_unreadable_encrypted_key(
             private_key or certificate, "passphraseFile" in v, label="twistls server endpoint", option="passphraseFile=FILE"
@@ -1129,15 +1141,23 @@ def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
         try:
             context_factory = ServerContextFactory(certificate, private_key, **options)
         except ConfigurationError as exc:
-            keys = ("passphraseFile", "caFile", "caPath", "privateKey", "certificate", "sniDirectory")
+            keys = ("passphraseFile", "ticketKeyFile", "caFile", "caPath", "privateKey", "certificate", "sniDirectory")
             raise _naming_the_key("server", exc, v, keys) from None
         context_factory._sni_directory = directory  # reload() re-scans it
     if "endpoint" in v:
         wrapped = _nested_server_endpoint(reactor, v["endpoint"])
     else:
         interface = v.get("interface", "")
-        endpoint_class: Callable[..., Any] = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
-        wrapped = endpoint_class(reactor, port, backlog=backlog, interface=interface)
+        if reuse_port:
+            from twistls._workers import ReusePortTCPServerEndpoint
+
+            try:
+                wrapped = ReusePortTCPServerEndpoint(reactor, port, backlog=backlog, interface=interface)
+            except ValueError as exc:
+                raise ConfigurationError(f"twistls server endpoint: reusePort=yes: {exc}") from None
+        else:
+            endpoint_class: Callable[..., Any] = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
+            wrapped = endpoint_class(reactor, port, backlog=backlog, interface=interface)
     endpoint = wrap_server_tls(
         context_factory, wrapped, clock=reactor, proxy_protocol=proxy_protocol, **_connection_options(v)
     )

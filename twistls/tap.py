@@ -43,6 +43,7 @@ process-wide handler as every ``twistls:`` string, see
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application import service
@@ -230,6 +231,53 @@ def _refuse_second_passphrase(option: str, description: str, keys: dict[str, str
     return passphrase
 
 
+_SCALE_OPTIONS = [
+    ["workers", None, 1, "Run this many worker processes on the same port(s) (SO_REUSEPORT, Linux): the "
+     "twistd process supervises them, replaces one that dies and forwards SIGHUP and SIGTERM "
+     "[default: 1, no workers].", int],
+    ["ticket-key-file", None, None, "Session-ticket key file shared by the workers (and by other servers of "
+     "the same name): clients resume on any of them. Make and rotate it with 'twistls mkticketkey FILE "
+     "[--rotate]', then SIGHUP. [default: a random key per process]"],
+    ["drain-timeout", None, 30.0, "On SIGTERM, seconds established connections may go on before they are "
+     "closed with close_notify [default: 30].", float],
+]
+
+
+def _scale_defaults(opts: usage.Options, option: str, description: str | None, keys: dict[str, str] | None,
+                    defaults: dict[str, str | None]) -> None:
+    """Add ``reusePort``/``ticketKeyFile`` for ``--workers``/``--ticket-key-file``
+    to a ``twistls:`` string's ``defaults``, or refuse."""
+    workers, tickets = opts["workers"], opts["ticket-key-file"]
+    if workers > 1 or tickets is not None:
+        if keys is None:
+            wants = "--workers" if workers > 1 else "--ticket-key-file"
+            raise usage.UsageError(f"{wants} needs a twistls: {option} string, not {description!r}")
+        if workers > 1:
+            if "endpoint" in keys:
+                raise usage.UsageError(f"--workers needs a port in {option}, not endpoint= (SO_REUSEPORT)")
+            defaults["reusePort"] = "yes"
+        if tickets is not None:
+            if "ticketKeyFile" in keys:
+                raise usage.UsageError(f"--ticket-key-file conflicts with ticketKeyFile= in {option} {description!r}")
+            defaults["ticketKeyFile"] = tickets
+
+
+def _check_scale_options(opts: usage.Options) -> None:
+    if opts["workers"] < 1:
+        raise usage.UsageError(f"--workers must be 1 or more, not {opts['workers']}")
+    if opts["workers"] > 1:
+        from twistls._workers import reuse_port_supported
+
+        if not reuse_port_supported():
+            raise usage.UsageError("--workers needs Linux (SO_REUSEPORT)")
+    if not opts["drain-timeout"] >= 0:
+        raise usage.UsageError(f"--drain-timeout must be 0 or more seconds, not {opts['drain-timeout']}")
+    if opts["ticket-key-file"] is not None and not os.path.isfile(os.path.expanduser(opts["ticket-key-file"])):
+        raise usage.UsageError(
+            f"--ticket-key-file {opts['ticket-key-file']!r}: no such file (make one with 'twistls mkticketkey FILE')"
+        )
+
+
 # -- proxy --------------------------------------------------------------------------
 
 
@@ -387,6 +435,7 @@ class ProxyOptions(usage.Options):
         ["handshake-timeout", "t", None, _TIMEOUT_HELP, _positive_seconds],
         ["idle-timeout", None, None, _IDLE_HELP, _positive_idle_seconds],
         ["passphrase-file", None, None, _PASSPHRASE_HELP],
+        *_SCALE_OPTIONS,
     ]
     optFlags = [["proxy-protocol", None, _PROXY_PROTOCOL_HELP]]
 
@@ -394,6 +443,7 @@ class ProxyOptions(usage.Options):
         for name in ("listen", "connect"):
             if not self[name]:
                 raise usage.UsageError(f"proxy needs --{name} (see --help)")
+        _check_scale_options(self)
         timeout, idle = self["handshake-timeout"], self["idle-timeout"]
         if _keys("--listen", self["listen"]) is None and _keys("--connect", self["connect"]) is None:
             _refuse_idle_options("neither --listen nor --connect is a twistls: string", timeout, idle)
@@ -418,6 +468,7 @@ class ProxyOptions(usage.Options):
                 )
         if self["proxy-protocol"]:
             _add_proxy_protocol("--listen", self["listen"], _keys("--listen", self["listen"]), listen_defaults)
+        _scale_defaults(self, "--listen", self["listen"], _keys("--listen", self["listen"]), listen_defaults)
         self["listen-endpoint"] = _server_endpoint("--listen", self["listen"], listen_defaults)
         self["connect-endpoint"] = _client_endpoint("--connect", self["connect"], connect_defaults)
 
@@ -520,6 +571,7 @@ class EchoOptions(usage.Options):
         ["handshake-timeout", "t", None, _TIMEOUT_HELP, _positive_seconds],
         ["idle-timeout", None, None, _IDLE_HELP, _positive_idle_seconds],
         ["passphrase-file", None, None, _PASSPHRASE_HELP],
+        *_SCALE_OPTIONS,
     ]
     optFlags = [["proxy-protocol", None, _PROXY_PROTOCOL_HELP + " Applies to the --starttls-port too."]]
 
@@ -531,6 +583,7 @@ class EchoOptions(usage.Options):
             raise usage.UsageError(f"--client-ca {client_ca!r}: no such file")
         if self["passphrase-file"] is not None:
             _check_passphrase_file(self["passphrase-file"])
+        _check_scale_options(self)
         if self["listen"]:
             endpoint = self._listen_endpoint(timeout, idle, client_ca)
         else:
@@ -546,7 +599,9 @@ class EchoOptions(usage.Options):
                 raise usage.UsageError(f"--starttls-port {self['starttls-port']} is not a TCP port")
             if self["context-factory"] is None:
                 raise usage.UsageError("--starttls-port needs --certificate (or --listen twistls:...)")
-            self["starttls-endpoint"] = _plain_endpoint(self["starttls-port"], self["interface"])
+            self["starttls-endpoint"] = _plain_endpoint(
+                self["starttls-port"], self["interface"], reuse_port=self["workers"] > 1
+            )
 
     def _listen_endpoint(self, timeout: float | None, idle: float | None, client_ca: str | None) -> Any:
         """The endpoint of ``--listen``, with every TLS option added to it, or refused."""
@@ -582,6 +637,7 @@ class EchoOptions(usage.Options):
             defaults["passphraseFile"] = _refuse_second_passphrase("--listen", self["listen"], keys, self["passphrase-file"])
         if self["proxy-protocol"]:
             _add_proxy_protocol("--listen", self["listen"], keys, defaults)
+        _scale_defaults(self, "--listen", self["listen"], keys, defaults)
         return _server_endpoint("--listen", self["listen"], defaults)
 
     def _own_endpoint(self, timeout: float | None, idle: float | None, client_ca: str | None) -> Any:
@@ -599,6 +655,8 @@ class EchoOptions(usage.Options):
             options["handshake_timeout"] = timeout
         if client_ca:
             options["client_cafile"] = client_ca
+        if self["ticket-key-file"] is not None:
+            options["ticket_key_file"] = self["ticket-key-file"]
         passphrase = self["passphrase-file"]
         key_option, key_path = (
             ("--private-key", self["private-key"]) if self["private-key"] else ("--certificate", self["certificate"])
@@ -612,6 +670,7 @@ class EchoOptions(usage.Options):
             context_factory = ServerContextFactory(self["certificate"], self["private-key"], **options)
         except ConfigurationError as exc:
             raise _blame(exc, (
+                ("--ticket-key-file", self["ticket-key-file"]),
                 ("--passphrase-file", passphrase),
                 ("--client-ca", client_ca),
                 (key_option, key_path),
@@ -619,7 +678,9 @@ class EchoOptions(usage.Options):
             )) from None
         if not 0 <= self["port"] <= 65535:
             raise usage.UsageError(f"--port {self['port']} is not a TCP port")
-        return _tls_endpoint(context_factory, self["port"], self["interface"], idle, bool(self["proxy-protocol"]))
+        return _tls_endpoint(
+            context_factory, self["port"], self["interface"], idle, bool(self["proxy-protocol"]), self["workers"] > 1
+        )
 
 
 def _is_no(value: str) -> bool:
@@ -629,19 +690,32 @@ def _is_no(value: str) -> bool:
 
 
 def _tls_endpoint(
-    context_factory: Any, port: int, interface: str, idle: float | None = None, proxy_protocol: bool = False
+    context_factory: Any,
+    port: int,
+    interface: str,
+    idle: float | None = None,
+    proxy_protocol: bool = False,
+    reuse_port: bool = False,
 ) -> Any:
     from twistls.endpoints import wrap_server_tls
 
     return wrap_server_tls(
-        context_factory, _plain_endpoint(port, interface), idle_timeout=idle, proxy_protocol=proxy_protocol
+        context_factory, _plain_endpoint(port, interface, reuse_port=reuse_port), idle_timeout=idle,
+        proxy_protocol=proxy_protocol,
     )
 
 
-def _plain_endpoint(port: int, interface: str) -> Any:
+def _plain_endpoint(port: int, interface: str, *, reuse_port: bool = False) -> Any:
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
+    if reuse_port:
+        from twistls._workers import ReusePortTCPServerEndpoint
+
+        try:
+            return ReusePortTCPServerEndpoint(reactor, port, interface=interface)
+        except ValueError as exc:
+            raise usage.UsageError(f"--workers: {exc}") from None
     cls = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
     return cls(reactor, port, interface=interface)
 
@@ -677,6 +751,8 @@ class Options(usage.Options):
             usage.UsageError: a bad option, when not run by twistd.
             SystemExit: a bad option under twistd (status 1), or ``--help``.
         """
+        #: The arguments as given (the supervisor of --workers runs its workers with them).
+        self.arguments = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)  # type: ignore[no-untyped-call]  # usage.Options is unannotated
         except usage.UsageError as exc:
@@ -701,11 +777,41 @@ class _Listening(StreamServerEndpointService):
         self._raiseSynchronously = True
         try:
             super().privilegedStartService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+            waiting = self._waitingForPort
+            if waiting is not None:
+                waiting.addCallback(self._listening)
         except CannotListenError as exc:
             where = f"{exc.interface or '*'}:{exc.port}"
             reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
             log.critical("{option}: cannot listen on {where}: {reason}", option=self.option, where=where, reason=reason)
             raise SystemExit(1) from None
+
+    port: Any = None
+
+    def _listening(self, port: Any) -> Any:
+        self.port = port
+        return port
+
+    def factories(self) -> list[Any]:
+        """The factory of the listening port (whose ``protocols`` are its connections)."""
+        factory = getattr(self.port, "factory", None)
+        return [factory] if factory is not None else []
+
+
+class _Draining(service.Service):
+    """Drains the connections of the ``listeners`` when the process stops."""
+
+    def __init__(self, listeners: list[_Listening], drain_timeout: float) -> None:
+        self.listeners = listeners
+        self.drain_timeout = drain_timeout
+
+    def stopService(self) -> Any:
+        from twistls._workers import DrainService
+
+        service.Service.stopService(self)
+        drain = DrainService([f for listener in self.listeners for f in listener.factories()], self.drain_timeout)
+        drain.running = True
+        return drain.stopService()
 
 
 class _ReloadOnSighup(service.Service):
@@ -743,15 +849,54 @@ def _server_factories(*candidates: Any) -> list[Any]:
     return found
 
 
+class _Supervising(service.MultiService):
+    """The twistd process of ``--workers N``: runs the workers, forwards SIGHUP."""
+
+    def __init__(self, supervisor: Any) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        self.supervisor = supervisor
+        supervisor.setServiceParent(self)
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        self.supervisor.install_signal_handlers()
+
+
+def _worker_command(arguments: list[str]) -> list[str]:
+    """``twistd -n twistls ...`` as a worker: the same arguments without ``--workers``."""
+    rest: list[str] = []
+    skip = False
+    for arg in arguments:
+        if skip:
+            skip = False
+            continue
+        if arg == "--workers":
+            skip = True
+            continue
+        if arg.startswith("--workers="):
+            continue
+        rest.append(arg)
+    launcher = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+    return [sys.executable, "-c", launcher, "--nodaemon", "--pidfile=", "twistls", *rest]
+
+
 def makeService(options: Options) -> service.MultiService:
-    """Build the service for ``twistd twistls``; ``SIGHUP`` reloads certificates."""
+    """Build the service for ``twistd twistls``; ``SIGHUP`` reloads certificates.
+    With ``--workers N`` (N > 1) this process supervises N workers instead."""
+    from twistls._workers import WORKER_ENV, WorkerSupervisor
     from twistls.protocol import TLSWrappingFactory
 
     sub = options.subOptions
+    if sub["workers"] > 1 and WORKER_ENV not in os.environ:
+        return _Supervising(
+            WorkerSupervisor(_worker_command(options.arguments), sub["workers"], stop_timeout=sub["drain-timeout"] + 10)
+        )
     top = service.MultiService()
+    listeners: list[_Listening] = []
     if options.subCommand == "proxy":
         factory = _ProxyFactory(sub["connect-endpoint"])
         listening = _Listening(f"--listen {sub['listen']}", sub["listen-endpoint"], factory)
+        listeners.append(listening)
         listening.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
         reloader = _ReloadOnSighup(_server_factories(sub["listen-endpoint"]))
         reloader.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
@@ -760,6 +905,7 @@ def makeService(options: Options) -> service.MultiService:
         reloader.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
         where = f"--listen {sub['listen']}" if sub["listen"] else f"--port {sub['port']}"
         listening = _Listening(where, sub["listen-endpoint"], Factory.forProtocol(_Echo))
+        listeners.append(listening)
         listening.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
         if sub["starttls-endpoint"] is not None:
             tls = sub["listen-endpoint"]  # a TLSServerEndpoint: STARTTLS needs a context factory
@@ -776,5 +922,7 @@ def makeService(options: Options) -> service.MultiService:
                 timeout = sub["context-factory"].handshake_timeout or _PROXY_HEADER_TIMEOUT
                 wrapping = _ProxyHeaderFactory(wrapping, clock=reactor, timeout=timeout)
             listening = _Listening(f"--starttls-port {sub['starttls-port']}", sub["starttls-endpoint"], wrapping)
+            listeners.append(listening)
             listening.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
+    _Draining(listeners, sub["drain-timeout"]).setServiceParent(top)  # type: ignore[no-untyped-call]
     return top
