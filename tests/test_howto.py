@@ -100,6 +100,10 @@ CASES: dict[str, tuple[Callable[[TestCase], list[str]], list[str]]] = {
         _certdir_args,
         ["1st: TLSv1.3 h2", "2nd: resumed=True, server_name=localhost", "3rd after reload: no ALPN, HTTP/1.1 200 OK"],
     ),
+    "scale_out": (
+        _certdir_args,
+        ["visit 1: machine A served 127.0.0.1:", "visit 2: machine B served 127.0.0.1:", "resumed on 3 of 3 later visits"],
+    ),
     "troubleshooting": (
         _certdir_args,
         [

@@ -107,6 +107,21 @@ class SharedTicketTests(SynchronousTestCase):
         """A TLS 1.2 ticket from one server resumes on another with the same key file."""
         self.assertTrue(self._resumes_across(self._server(ticket_key_file=self.path), self._server(ticket_key_file=self.path), "TLSv1.2"))
 
+    def test_every_resumption_resumes_tls13(self) -> None:
+        """Resuming again and again, alternating servers, resumes every time (each resumption brings a fresh ticket)."""
+        self._resumes_every_time("TLSv1.3")
+
+    def test_every_resumption_resumes_tls12(self) -> None:
+        """The same under TLS 1.2, where the ticket is kept rather than renewed."""
+        self._resumes_every_time("TLSv1.2")
+
+    def _resumes_every_time(self, version: str) -> None:
+        servers = [self._server(ticket_key_file=self.path), self._server(ticket_key_file=self.path)]
+        client = ClientContextFactory("localhost", cafile=pki().cafile, maximum_version=version)
+        _connect(client, servers[0])
+        resumed = [_connect(client, servers[i % 2]).client.session_reused() for i in range(6)]
+        self.assertEqual(resumed, [True] * 6)
+
     def test_no_resumption_across_servers_without_shared_keys(self) -> None:
         """The twin: without a shared key file each server has its own key, and the ticket is refused (full handshake)."""
         self.assertFalse(self._resumes_across(self._server(), self._server(), "TLSv1.3"))

@@ -908,6 +908,7 @@ EVP_EncryptInit_ex = _fn(libcrypto, "EVP_EncryptInit_ex", c_int, _vp, _vp, _vp, 
 EVP_DecryptInit_ex = _fn(libcrypto, "EVP_DecryptInit_ex", c_int, _vp, _vp, _vp, c_char_p, _vp)
 EVP_MAC_CTX_set_params = _fn(libcrypto, "EVP_MAC_CTX_set_params", c_int, _vp, POINTER(_OSSLParam))
 RAND_bytes = _fn(libcrypto, "RAND_bytes", c_int, _vp, c_int)
+SSL_version = _fn(libssl, "SSL_version", c_int, _vp)
 _TICKET_IV_LENGTH = 16
 _DIGEST_NAME = ctypes.create_string_buffer(b"SHA256")
 
@@ -954,7 +955,13 @@ def _ticket_key(ssl: int | None, key_name: Any, iv: Any, cipher_ctx: int | None,
                     return -1
                 if EVP_DecryptInit_ex(cipher_ctx, EVP_aes_256_cbc(), None, key.aes_key, iv) != 1:
                     return -1
-                return 1 if index == 0 else 2  # 2: valid, but issue a ticket under the current key
+                # TLS 1.3: always a fresh ticket (OpenSSL's client spends the
+                # one it resumed with; without a new one every other
+                # resumption would be a full handshake).  TLS 1.2: a new
+                # ticket only when this one is under an older key.
+                if index == 0 and SSL_version(ssl) != _TLS1_3_VERSION:
+                    return 1
+                return 2
         return 0  # unknown key: a full handshake
     except BaseException as exc:  # never raise into C
         if hooks is not None:
