@@ -863,21 +863,12 @@ class _Supervising(service.MultiService):
 
 
 def _worker_command(arguments: list[str]) -> list[str]:
-    """``twistd -n twistls ...`` as a worker: the same arguments without ``--workers``."""
-    rest: list[str] = []
-    skip = False
-    for arg in arguments:
-        if skip:
-            skip = False
-            continue
-        if arg == "--workers":
-            skip = True
-            continue
-        if arg.startswith("--workers="):
-            continue
-        rest.append(arg)
+    """``twistd -n twistls ...`` as a worker: the same arguments, ``--workers``
+    included (it makes the worker listen with ``SO_REUSEPORT``); the
+    ``TWISTLS_WORKER`` variable the supervisor sets keeps it from
+    supervising in turn."""
     launcher = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
-    return [sys.executable, "-c", launcher, "--nodaemon", "--pidfile=", "twistls", *rest]
+    return [sys.executable, "-c", launcher, "--nodaemon", "--pidfile=", "twistls", *arguments]
 
 
 def makeService(options: Options) -> service.MultiService:
