@@ -32,6 +32,7 @@ from tests._e2e import bounded
 from tests._hardening import LogCapture
 from tests._iopump import IOPump, connect
 from tests._pki import pki
+from tests.test_e2e_starttls import _Message
 from twistls import ClientContextFactory, ServerContextFactory, TLSWrappingFactory
 from twistls.errors import ProtocolViolationError
 
@@ -97,23 +98,6 @@ class RawPeer(LineReceiver):
 
 
 # -- SMTP ----------------------------------------------------------------------
-
-
-@implementer(smtp.IMessage)
-class _Message:
-    def __init__(self, mailbox: list[bytes]) -> None:
-        self.mailbox = mailbox
-        self.lines: list[bytes] = []
-
-    def lineReceived(self, line: bytes) -> None:
-        self.lines.append(line)
-
-    def eomReceived(self) -> defer.Deferred[None]:
-        self.mailbox.append(b"\n".join(self.lines))
-        return defer.succeed(None)
-
-    def connectionLost(self) -> None:
-        self.lines = []
 
 
 @implementer(smtp.IMessageDelivery)
