@@ -178,16 +178,21 @@ class DrainTests(SynchronousTestCase):
         def __init__(self) -> None:
             self.protocols: dict[Any, int] = {}
 
-    def test_waits_for_connections_to_end(self):
-        """stopService waits while connections are open and fires when the last one ends by itself."""
+    def _stopping(self, drain_timeout: float):  # type: ignore[no-untyped-def]
+        """A started DrainService over one open connection, told to stop: (clock, factory, conn, stopped)."""
         clock = task.Clock()
         factory = self._Factory()
         conn = self._Conn(factory.protocols)
         factory.protocols[conn] = 1
-        drain = DrainService([factory], drain_timeout=30, clock=clock)
+        drain = DrainService([factory], drain_timeout=drain_timeout, clock=clock)
         drain.startService()
         d = drain.stopService()
         assert d is not None
+        return clock, factory, conn, d
+
+    def test_waits_for_connections_to_end(self):
+        """stopService waits while connections are open and fires when the last one ends by itself."""
+        clock, factory, conn, d = self._stopping(30)
         clock.advance(10)
         self.assertNoResult(d)
         del factory.protocols[conn]
@@ -197,14 +202,7 @@ class DrainTests(SynchronousTestCase):
 
     def test_closes_what_is_left_after_the_drain_time(self):
         """After the drain time the remaining connections are closed (loseConnection: close_notify first)."""
-        clock = task.Clock()
-        factory = self._Factory()
-        conn = self._Conn(factory.protocols)
-        factory.protocols[conn] = 1
-        drain = DrainService([factory], drain_timeout=2, clock=clock)
-        drain.startService()
-        d = drain.stopService()
-        assert d is not None
+        clock, _, conn, d = self._stopping(2)
         clock.pump([0.1] * 25)
         self.assertTrue(conn.closed)
         clock.advance(0.2)
