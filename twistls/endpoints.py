@@ -225,6 +225,7 @@ class TLSClientEndpoint(_TLSEndpoint):
             connection attempt.
         """
         wrapping = self._wrapping(protocolFactory)
+        wrapping.noisy = False  # one per connection: no "Starting/Stopping factory" pair each
         wrapper: list[TLSProtocolWrapper] = []
         inner: Deferred[Any]
 

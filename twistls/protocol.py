@@ -23,7 +23,20 @@ Contract:
   logged once (one line), and :meth:`TLSProtocolWrapper.when_handshake_done`
   Deferreds fail with it.  A transport that ends after the handshake without
   close_notify is reported as :class:`~twistls.errors.ConnectionTruncatedError`
-  unless the factory has ``allow_truncation=True``.
+  unless the factory has ``allow_truncation=True``.  The log gets a line for
+  it unless the application protocol had finished: the wrapper was already
+  closing (the protocol called ``loseConnection``), or, on a server, the
+  protocol had answered (it wrote application data after it received some)
+  and the stream ended between two TLS records, which is how curl, browsers
+  and HTTP/2 clients end after a response.  The wrapper cannot see the
+  application's message boundaries, so this is a per-connection judgement
+  (a client that sends a second request and cuts it at a record boundary is
+  not logged); the wrapped protocol's ``connectionLost`` still receives the
+  error and decides.
+* The log line of a failed connection (``twistls`` namespace) names the
+  peer, the SNI name and the error's class:
+  ``TLS connection from 192.0.2.7:51514 (SNI "www.example") failed:
+  PeerAlertError: ...``; peer-chosen text is escaped.
 
 .. versionadded:: 0.1
 """
@@ -136,6 +149,11 @@ class TLSProtocolWrapper(ProtocolWrapper):
         self._shutdown_pending = False
         self._lost = False
         self._truncated = False
+        # The wrapped protocol received application data (_got_data), then
+        # wrote some (_answered): a server that answered treats a later end
+        # without close_notify as the client's normal goodbye in its log.
+        self._got_data = False
+        self._answered = False
         self._info: ConnectionInfo | None = None
 
     # -- connection set-up ---------------------------------------------------------
@@ -331,6 +349,8 @@ class TLSProtocolWrapper(ProtocolWrapper):
         writes.size = 0
         if not data:
             return
+        if self._got_data:
+            self._answered = True
         send = self._engine.send_plaintext
         try:
             if len(data) <= _WRITE_CHUNK:
@@ -397,9 +417,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
         """
         if error is not None and self._reason is None:
             self._reason = Failure(error)
-            emit = log.info if level == "info" else log.warn
-            emit("TLS connection {peer} {outcome}: {reason}", peer=_describe_peer(self.transport),
-                 outcome="closed" if level == "info" else "failed", reason=str(error))
+            self._log_end(error, level=level, outcome="closed" if level == "info" else "failed")
         self.disconnecting = True
         self._cancel_timeout()
         if abort:
@@ -412,6 +430,34 @@ class TLSProtocolWrapper(ProtocolWrapper):
         self._send_engine_output(last=True)  # close_notify, or the alert of a failure
         if not self._lost:
             self._close_transport()
+
+    def _log_end(self, error: TwistlsError, *, level: str, outcome: str) -> None:
+        """The one log line of a connection that ends for ``error``: who
+        (``from``/``to`` the peer's address), the SNI name (or ``no SNI``),
+        then the error's class and text, all escaped with
+        :func:`~twistls._info.printable` (the SNI name and the reason can
+        hold peer-chosen text)::
+
+            TLS connection from 203.0.113.7:51514 (SNI "www.example") failed: PeerAlertError: the peer ...
+        """
+        from twistls._info import printable
+
+        engine = self._engine
+        client = engine.client if engine is not None else self.factory.client
+        try:
+            name = engine.server_name() if engine is not None else None
+        except Exception:  # a freed engine: no name to report
+            name = None
+        emit = log.info if level == "info" else log.warn
+        emit(
+            "TLS connection {direction} {peer} ({sni}) {outcome}: {error_type}: {reason}",
+            direction="to" if client else "from",
+            peer=printable(_peer_text(self.transport)),
+            sni="no SNI" if not name else f'SNI "{printable(name)}"',
+            outcome=outcome,
+            error_type=type(error).__name__,
+            reason=printable(" ".join(str(error).split())),
+        )
 
     def _close_transport(self) -> None:
         self._detach_throttle()
@@ -559,6 +605,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
             return
         if self._idle_call is not None:
             self._last_activity = self._clock.seconds()
+        self._frame(data)
         events = engine.receive_bytes(data)
         if not events or engine.failed:
             self._send_engine_output(last=engine.failed)  # a failure's output is its alert
@@ -578,6 +625,33 @@ class TLSProtocolWrapper(ProtocolWrapper):
             if writes.chunks:
                 self._flush_writes()  # the engine's output first, then these writes
             self._send_engine_output()  # (also when the writes were empty or refused)
+
+    # TLS record framing of what the peer sent (only the 5-byte headers are
+    # read): bytes still owed by the record in progress, and a header cut by
+    # the segment end.  Whether the stream ended inside a record tells a cut
+    # message from a client's goodbye without close_notify (see _final_reason).
+    _record_left = 0
+    _record_head = b""
+
+    def _frame(self, data: bytes) -> None:
+        left, head = self._record_left, self._record_head
+        pos, end = 0, len(data)
+        while True:
+            if left:
+                step = min(left, end - pos)
+                pos += step
+                left -= step
+                if left:
+                    break
+            if pos >= end:
+                break
+            take = data[pos : pos + 5 - len(head)]
+            head += take
+            pos += len(take)
+            if len(head) < 5:
+                break
+            left, head = int.from_bytes(head[3:5], "big"), b""
+        self._record_left, self._record_head = left, head
 
     # The cleartext segment being delivered (before TLS) and where its
     # undelivered rest begins: what start_tls sees as pending.
@@ -644,6 +718,7 @@ class TLSProtocolWrapper(ProtocolWrapper):
                 # Only what arrived after the handshake and the Checker passed
                 # (the engine never emits it earlier; this holds the line).
                 if self._handshake_done and self.wrappedProtocol is not None:
+                    self._got_data = True
                     self.wrappedProtocol.dataReceived(event.data)
             elif kind is HandshakeCompleted:
                 self._on_handshake()
@@ -768,8 +843,13 @@ class TLSProtocolWrapper(ProtocolWrapper):
             error = ConnectionTruncatedError(
                 "the connection ended without a TLS close_notify: the data may be truncated"
             )
-            # info, not warn: many clients (browsers) end this way.
-            log.info("TLS connection {peer} failed: {reason}", peer=_describe_peer(self.transport), reason=str(error))
+            # Not logged when a server's protocol had answered (see _answered)
+            # and the stream ended between records: browsers, curl and HTTP/2
+            # clients end this way after the response.  info, not warn,
+            # otherwise: the protocol decides.
+            cut = bool(self._record_left or self._record_head)
+            if cut or engine.client or not self._answered:
+                self._log_end(error, level="info", outcome="failed")
             return Failure(error)
         if engine.error is not None:
             return Failure(engine.error)
@@ -796,14 +876,16 @@ def _peer_address(transport: Any) -> tuple[str, int] | None:
     return (host, port) if isinstance(host, str) and isinstance(port, int) else None
 
 
-def _describe_peer(transport: Any) -> str:
+def _peer_text(transport: Any) -> str:
+    """``host:port`` of the peer (``[v6]:port``), or a description of it."""
     try:
         peer = transport.getPeer()
-        host = getattr(peer, "host", None)
-        port = getattr(peer, "port", None)
-        return f"with {host}:{port}" if host is not None else f"with {peer}"
     except Exception:
         return "(peer unknown)"
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    if host is None:
+        return str(peer)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 class TLSWrappingFactory(WrappingFactory[TLSProtocolWrapper]):

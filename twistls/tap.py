@@ -367,7 +367,9 @@ class _ProxyServer(_ProxyPeer):
         if self.closed:
             return
         self.transport.pauseProducing()
-        d = self.factory.backend.connect(ClientFactory.forProtocol(_ProxyClient))
+        backend_factory = ClientFactory.forProtocol(_ProxyClient)
+        backend_factory.noisy = False  # one per connection: no "Starting/Stopping factory" pair each
+        d = self.factory.backend.connect(backend_factory)
         self._connecting = d
         d.addCallbacks(self._connected, self._failed)
 
