@@ -673,3 +673,123 @@ class FragmentationTests(SynchronousTestCase):
         events += pair.client.receive_bytes(b"")
         self.assertNotIn(HandshakeCompleted, _kinds(events))
         self.assertIsInstance(_failure(events), TLSError)
+
+
+def _case_files(testcase: SynchronousTestCase, name: str) -> tuple[Any, str, str, str]:
+    """(case, chain file, anchors file, leaf key file) of a conformance case."""
+    import shutil
+    import tempfile
+
+    from tests.conformance.cases import cases, leaf_key_pem
+
+    case = next(c for c in cases() if c.name == name)
+    d = tempfile.mkdtemp(prefix="twistls-reverify-")
+    testcase.addCleanup(shutil.rmtree, d, True)
+    paths = []
+    for file_name, data in (("chain.pem", case.pem_chain()), ("anchors.pem", case.pem_anchors()), ("key.pem", leaf_key_pem())):
+        path = os.path.join(d, file_name)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, 0o600)
+        paths.append(path)
+    return case, paths[0], paths[1], paths[2]
+
+
+def _subjects(chain: list[bytes]) -> list[str]:
+    from cryptography import x509
+
+    return [x509.load_der_x509_certificate(der).subject.rfc4514_string() for der in chain]
+
+
+class ReverificationTests(SynchronousTestCase):
+    """Where OpenSSL's verification fails but another path (pyca's) or the
+    same chain a second earlier (at exactly notAfter) is valid, OpenSSL
+    verifies that again, and only then is the peer accepted, on that chain."""
+
+    def _handshake(self, name: str, *, at: int | None = None, **client_kw: Any) -> EnginePair:
+        from twistls import _openssl as ossl
+
+        case, chain, anchors, key = _case_files(self, name)
+        client = ClientContextFactory(case.host, cafile=anchors, session_cache_size=0, **client_kw)
+        engine = client.create_engine()
+        if at is not None:  # verify as of ``at``: OpenSSL's clock only (the Checker's is the real one)
+            ossl.X509_VERIFY_PARAM_set_time(ossl.SSL_get0_param(engine.ssl_address), at)
+        pair = EnginePair(engine, ServerContextFactory(chain, key).create_engine())
+        pair.client.send_plaintext(b"SECRET")
+        pair.start()
+        pair.pump()
+        return pair
+
+    def test_alternate_path_is_reverified_and_becomes_the_verified_chain(self) -> None:
+        """OpenSSL builds the path through the constraining root first and fails; pyca's path
+        through the open root is verified again by OpenSSL and is the connection's verified chain."""
+        pair = self._handshake("alternate-path-constrained-first")
+        self.assertIn(HandshakeCompleted, _kinds(pair.client_events))
+        self.assertEqual(pair.received("server"), b"SECRET")
+        info = pair.client.info()
+        self.assertEqual(info.verify_result, 0)
+        self.assertTrue(info.verified)
+        self.assertEqual(_subjects(list(info.verified_chain_der))[-1], "CN=Open Root,O=twistls conformance")
+        self.assertEqual(pair.client.verified_chain_der(), list(info.verified_chain_der))
+
+    def test_alternate_path_is_not_taken_by_the_rfc5280_profile(self) -> None:
+        """Without the strict profile there is no second path builder: OpenSSL's failure stands."""
+        pair = self._handshake("alternate-path-constrained-first", pki_profile="rfc5280")
+        self.assertNotIn(HandshakeCompleted, _kinds(pair.client_events))
+        self.assertIn("excluded", str(_failure(pair.client_events)))
+        self.assertEqual(pair.received("server"), b"")
+
+    def test_pins_are_held_to_the_reverified_chain(self) -> None:
+        """A pin on the open root (on the re-verified path) is met; one on the constraining
+        root (only on the path OpenSSL refused) is not."""
+        from twistls.checker import spki_sha256
+
+        case, _, _, _ = _case_files(self, "alternate-path-constrained-first")
+        by_subject = dict(zip(_subjects(list(case.anchors)), case.anchors))
+        open_pin = spki_sha256(by_subject["CN=Open Root,O=twistls conformance"])
+        closed_pin = spki_sha256(by_subject["CN=Constraining Root,O=twistls conformance"])
+        pair = self._handshake("alternate-path-constrained-first", pins=[open_pin])
+        self.assertIn(HandshakeCompleted, _kinds(pair.client_events))
+        pair = self._handshake("alternate-path-constrained-first", pins=[closed_pin])
+        self.assertNotIn(HandshakeCompleted, _kinds(pair.client_events))
+        self.assertEqual(pair.received("server"), b"")
+
+    def test_reverification_fails_closed(self) -> None:
+        """An allocation failure while re-verifying is a refusal with OpenSSL's first error."""
+        from twistls import _openssl as ossl
+
+        def out_of_memory(*args: Any) -> None:
+            raise MemoryError("simulated")
+
+        self.patch(ossl, "reverify", out_of_memory)
+        pair = self._handshake("alternate-path-constrained-first")
+        self.assertNotIn(HandshakeCompleted, _kinds(pair.client_events))
+        self.assertIn("excluded", str(_failure(pair.client_events)))
+        self.assertEqual(pair.received("server"), b"")
+
+    def test_reverification_that_openssl_refuses_is_a_refusal(self) -> None:
+        """If OpenSSL refuses pyca's path too, the first failure stands."""
+        from twistls import _openssl as ossl
+
+        self.patch(ossl, "reverify", lambda *args: None)
+        pair = self._handshake("alternate-path-constrained-first")
+        self.assertNotIn(HandshakeCompleted, _kinds(pair.client_events))
+        self.assertEqual(pair.received("server"), b"")
+
+    def test_valid_at_exactly_not_after(self) -> None:
+        """RFC 5280: a certificate is valid through its notAfter; both profiles accept at that second."""
+        case, _, _, _ = _case_files(self, "at-not-after")
+        for profile in ("strict", "rfc5280"):
+            pair = self._handshake("at-not-after", at=int(case.at.timestamp()), pki_profile=profile)
+            self.assertIn(HandshakeCompleted, _kinds(pair.client_events), profile)
+            self.assertEqual(pair.client.info().verify_result, 0)
+            self.assertEqual(pair.received("server"), b"SECRET")
+
+    def test_expired_one_second_after_not_after(self) -> None:
+        """One second after notAfter the certificate has expired, for both profiles."""
+        case, _, _, _ = _case_files(self, "after-not-after")
+        for profile in ("strict", "rfc5280"):
+            pair = self._handshake("after-not-after", at=int(case.at.timestamp()), pki_profile=profile)
+            self.assertNotIn(HandshakeCompleted, _kinds(pair.client_events), profile)
+            self.assertIsInstance(_failure(pair.client_events), CertificateExpiredError)
+            self.assertEqual(pair.received("server"), b"")

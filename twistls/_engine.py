@@ -238,6 +238,32 @@ def _handshake_check(ref: weakref.ReferenceType[TLSEngine]) -> Callable[[list[by
     return check
 
 
+def _handshake_reverify(ref: weakref.ReferenceType[TLSEngine]) -> Callable[[int, int | None], bool]:
+    """The re-verification hook of one engine, holding it only weakly."""
+
+    def reverify(store_ctx: int, expired_at: int | None) -> bool:
+        engine = ref()
+        return engine is not None and engine._reverify_during_handshake(store_ctx, expired_at)
+
+    return reverify
+
+
+def _alternate_path_of(verifier: Verifier | None) -> AlternatePath | None:
+    """The ``alternate_path`` of the :class:`~twistls.checker.Checker` a
+    verifier closes over (the client factory's verifier is a closure over
+    its Checker), or ``None``."""
+    for cell in getattr(verifier, "__closure__", None) or ():
+        try:
+            target = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if type(target).__name__ == "Checker" and type(target).__module__ == "twistls.checker":
+            finder = getattr(target, "alternate_path", None)
+            if callable(finder):
+                return finder  # type: ignore[no-any-return]
+    return None
+
+
 def _free_ssl(ssl: m2types.SSL, token: int, hooks: _ossl.ConnectionHooks, sessions: list[int]) -> None:
     # ``hooks`` rides along so that it outlives the SSL its callbacks serve.
     m2.ssl_free(ssl)
@@ -250,6 +276,10 @@ def _free_ssl(ssl: m2types.SSL, token: int, hooks: _ossl.ConnectionHooks, sessio
 #: first; the chain OpenSSL verified, peer first and trust anchor last, or
 #: ``None`` when the connection does not verify the peer).
 Verifier = Callable[[Sequence[bytes], Union[Sequence[bytes], None]], None]
+#: Given the certificates the peer sent (its own first), a valid path from
+#: them to a trust anchor found by another path builder (peer first, anchor
+#: last, DER), or ``None``.  Never raises.
+AlternatePath = Callable[[Sequence[bytes]], Union[list[bytes], None]]
 
 
 class TLSEngine:
@@ -272,6 +302,13 @@ class TLSEngine:
             session has no certificate exchange: it is checked right after
             the handshake on the chain verified when the session was made
             (see :meth:`use_session`), and refused if there is none.
+        alternate_path: where OpenSSL's verification (or the verifier, on
+            the chain OpenSSL built) fails, a path another builder found
+            (pyca's, for the strict PKI profile) is verified again by
+            OpenSSL, and the verifier run on it; the connection is accepted
+            only if both accept, and that chain is then the verified chain.
+            Default: the ``alternate_path`` of the
+            :class:`~twistls.checker.Checker` the verifier closes over.
 
     Raises:
         ConfigurationError: OpenSSL could not create the connection or
@@ -289,10 +326,12 @@ class TLSEngine:
         client: bool,
         server_hostname: str | None = None,
         verifier: Verifier | None = None,
+        alternate_path: AlternatePath | None = None,
     ) -> None:
         self.client = client
         self._context = context
         self._verifier = verifier
+        self._alternate_path = alternate_path if alternate_path is not None else _alternate_path_of(verifier)
         ssl = m2.ssl_new(context.ptr)
         if ssl is None:
             raise ConfigurationError("OpenSSL could not create an SSL object: " + "; ".join(_ossl.drain_errors()))
@@ -355,6 +394,8 @@ class TLSEngine:
         self._alpn: bytes | None = None
         if verifier is not None and (context.verifying or context.accept_unverified):
             hooks.check = _handshake_check(weakref.ref(self))
+            if context.verifying and not context.accept_unverified:
+                hooks.reverify = _handshake_reverify(weakref.ref(self))
 
     # -- input -----------------------------------------------------------------
 
@@ -649,6 +690,55 @@ class TLSEngine:
             return _ossl.X509_V_ERR_APPLICATION_VERIFICATION
         self._checked_in_handshake = True
         return 0
+
+    def _reverify_during_handshake(self, store_ctx: int, expired_at: int | None) -> bool:
+        """From OpenSSL's verify callback, at the first failure of a
+        handshake's verification: verify an alternative with OpenSSL and
+        run the verifier on it.
+
+        The alternatives, in order: with ``expired_at`` (a certificate
+        expires exactly at the check time, which RFC 5280 counts as valid
+        but OpenSSL does not), the same certificates a second earlier;
+        then the path :attr:`_alternate_path` found (the strict profile's:
+        pyca backtracks where OpenSSL does not), with only its
+        intermediates as untrusted certificates (and a second earlier, with
+        ``expired_at``).  Moving the clock back one second is sound: a
+        chain valid at t-1 whose certificates all lie within their validity
+        at t-1 differs from one valid at t (RFC 5280, notAfter inclusive)
+        only by a notBefore of exactly t, which it then refuses, and
+        OpenSSL's check of CRL times moves by the same second.
+
+        Returns:
+            ``True`` when an alternative verified and the verifier accepted
+            it (its chain is then this connection's verified chain); else
+            ``False``, and the first failure stands with its error.  Never
+            raises an :class:`Exception`: any one is a refusal.
+        """
+        saved = (self._checked_chains, self._check_error, self._checked_in_handshake)
+        try:
+            presented = _ossl._presented_chain(store_ctx)
+            if not presented:
+                return False
+            attempts: list[tuple[list[bytes], int | None]] = []
+            if expired_at is not None:
+                attempts.append((presented, expired_at - 1))
+            finder = self._alternate_path
+            path = finder(presented) if finder is not None else None
+            if path and len(path) >= 2 and path[0] == presented[0]:
+                attempts.append((path[:-1], None))  # the anchor comes from the store
+                if expired_at is not None:
+                    attempts.append((path[:-1], expired_at - 1))
+            for chain, at in attempts:
+                verified = _ossl.reverify_in_handshake(store_ctx, chain[0], chain[1:], at)
+                if verified is None:
+                    continue
+                self._check_error = None
+                if self._check_during_handshake(presented, verified) == 0:
+                    return True
+        except Exception:  # an allocation failure or a bug: fail closed, with the first error
+            pass
+        self._checked_chains, self._check_error, self._checked_in_handshake = saved
+        return False
 
     def _run_verifier(self, peer_chain: Sequence[bytes], verified_chain: Sequence[bytes] | None) -> TLSError | None:
         """The verifier's verdict: ``None`` to accept, else the error to fail

@@ -23,6 +23,7 @@ import errno
 import itertools
 import os
 import stat
+import time
 from ctypes import (
     CFUNCTYPE,
     POINTER,
@@ -298,9 +299,29 @@ class ConnectionHooks:
             reference).
         refusal: why a callback refused the handshake by policy (text).
         error: the exception a callback swallowed (the handshake failed).
+        reverify: tried once per handshake at the first failure (OpenSSL's,
+            or ``check`` refusing OpenSSL's chain): called with (the store
+            context, the check time when the failure is a certificate
+            expiring exactly then, else ``None``); verifies another path
+            (or the same a second earlier) with :func:`reverify_in_handshake`
+            and runs the check on it.  Returns whether both accepted; when
+            not, the first failure stands, with its error.
+        reverified: an alternative verification accepted the peer: every
+            later failure of the first verification is overridden.
     """
 
-    __slots__ = ("check", "accept_unverified", "verify_failure", "alpn", "session_sink", "refusal", "error")
+    __slots__ = (
+        "check",
+        "accept_unverified",
+        "verify_failure",
+        "alpn",
+        "session_sink",
+        "refusal",
+        "error",
+        "reverify",
+        "reverify_tried",
+        "reverified",
+    )
 
     def __init__(self) -> None:
         self.check: Callable[[list[bytes], list[bytes] | None], int] | None = None
@@ -310,6 +331,9 @@ class ConnectionHooks:
         self.session_sink: Callable[[int], None] | None = None
         self.refusal: str | None = None
         self.error: BaseException | None = None
+        self.reverify: Callable[[int, int | None], bool] | None = None
+        self.reverify_tried = False
+        self.reverified = False
 
 
 class ContextHooks:
@@ -424,6 +448,28 @@ def _presented_chain(store_ctx: int) -> list[bytes]:
     return ([leaf] if leaf is not None else []) + rest
 
 
+def _try_alternative(hooks: ConnectionHooks, store_ctx: int, code: int, cert: int | None) -> int:
+    """At the first failure of a handshake's verification, let the connection
+    verify an alternative (see :attr:`ConnectionHooks.reverify`).  Returns 1
+    to accept (the alternative verified and was checked), else 0."""
+    reverify = hooks.reverify
+    if reverify is None or hooks.reverify_tried or hooks.accept_unverified:
+        return 0
+    hooks.reverify_tried = True  # once per handshake: a failing peer costs at most one more verification
+    expired_at = None
+    if code == X509_V_ERR_CERT_HAS_EXPIRED:
+        when = check_time(store_ctx)
+        if expires_exactly_at(cert, when):
+            expired_at = when
+    if not reverify(store_ctx, expired_at):
+        return 0
+    hooks.reverified = True
+    hooks.check = None  # it ran on the re-verified chain; never again on OpenSSL's
+    hooks.verify_failure = None
+    X509_STORE_CTX_set_error(store_ctx, X509_V_OK)
+    return 1
+
+
 def _verify_callback(preverify_ok: int, store_ctx: int | None) -> int:
     hooks = None
     try:
@@ -434,20 +480,30 @@ def _verify_callback(preverify_ok: int, store_ctx: int | None) -> int:
             if hooks is not None:
                 X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION)
             return 0
+        if hooks.reverified:
+            # OpenSSL verified another path (see _try_alternative) and the
+            # check accepted it: what remains of the first verification, on
+            # the path OpenSSL picked itself, no longer decides.
+            X509_STORE_CTX_set_error(store_ctx, X509_V_OK)
+            return 1
         depth = X509_STORE_CTX_get_error_depth(store_ctx)
         if not preverify_ok:
+            code = X509_STORE_CTX_get_error(store_ctx)
+            cert = X509_STORE_CTX_get_current_cert(store_ctx)
             if hooks.verify_failure is None:
-                hooks.verify_failure = (
-                    X509_STORE_CTX_get_error(store_ctx),
-                    depth,
-                    _subject(X509_STORE_CTX_get_current_cert(store_ctx)),
-                )
-            return 1 if hooks.accept_unverified else 0
+                hooks.verify_failure = (code, depth, _subject(cert))
+            if hooks.accept_unverified:
+                return 1
+            return _try_alternative(hooks, store_ctx, code, cert)
         if depth == 0 and hooks.check is not None:
             check, hooks.check = hooks.check, None  # once per handshake
             verified = None if hooks.accept_unverified else stack_der(X509_STORE_CTX_get0_chain(store_ctx))
             code = check(_presented_chain(store_ctx), verified)
             if code:
+                # The check refused the path OpenSSL built (say, for a CA's
+                # name constraints or a pin): another path may pass both.
+                if _try_alternative(hooks, store_ctx, code, None):
+                    return 1
                 X509_STORE_CTX_set_error(store_ctx, code)
                 return 0
         return 1
@@ -1151,3 +1207,157 @@ def stack_der(stack: int | None) -> list[bytes]:
         if der is not None:
             chain.append(der)
     return chain
+
+
+# --- re-verification on another path ------------------------------------------
+# OpenSSL's path builder does not backtrack, and it refuses a certificate at
+# its exact notAfter (RFC 5280 includes it in the validity period).  Where
+# another path, or the same one a second earlier, may verify, OpenSSL itself
+# verifies it again on a fresh X509_STORE_CTX set up as libssl's
+# ssl_verify_cert_chain() sets one up (same X509_STORE: anchors, CRLs; the
+# connection's X509_VERIFY_PARAM: depth, flags, host, purpose, trust; its
+# security level).  Every object made here is freed here, on every path.
+d2i_X509 = _fn(libcrypto, "d2i_X509", _vp, _vp, POINTER(POINTER(c_ubyte)), c_long)
+X509_free = _fn(libcrypto, "X509_free", None, _vp)
+OPENSSL_sk_new_null = _fn(libcrypto, "OPENSSL_sk_new_null", _vp)
+OPENSSL_sk_push = _fn(libcrypto, "OPENSSL_sk_push", c_int, _vp, _vp)
+OPENSSL_sk_free = _fn(libcrypto, "OPENSSL_sk_free", None, _vp)
+X509_STORE_CTX_get0_store = _fn(libcrypto, "X509_STORE_CTX_get0_store", _vp, _vp)
+X509_VERIFY_PARAM_get_flags = _fn(libcrypto, "X509_VERIFY_PARAM_get_flags", c_ulong, _vp)
+X509_VERIFY_PARAM_get_time = _fn(libcrypto, "X509_VERIFY_PARAM_get_time", ctypes.c_int64, _vp)
+X509_get0_notAfter = _fn(libcrypto, "X509_get0_notAfter", _vp, _vp)
+X509_cmp_time = _fn(libcrypto, "X509_cmp_time", c_int, _vp, POINTER(ctypes.c_int64))
+ERR_set_mark = _fn(libcrypto, "ERR_set_mark", c_int)
+ERR_pop_to_mark = _fn(libcrypto, "ERR_pop_to_mark", c_int)
+SSL_get0_param = _fn(libssl, "SSL_get0_param", _vp, _vp)
+SSL_get_security_level = _fn(libssl, "SSL_get_security_level", c_int, _vp)
+SSL_is_server = _fn(libssl, "SSL_is_server", c_int, _vp)
+X509_V_OK = 0
+X509_V_ERR_CERT_HAS_EXPIRED = 10
+X509_V_FLAG_USE_CHECK_TIME = 0x2
+
+
+def _x509_from_der(der: bytes) -> int:
+    """A new ``X509*`` (the caller frees it with ``X509_free``).
+
+    Raises:
+        MemoryError: OpenSSL could not parse or allocate it.
+    """
+    buf = (c_ubyte * len(der)).from_buffer_copy(der)
+    cursor = ctypes.cast(buf, POINTER(c_ubyte))
+    x509 = d2i_X509(None, ctypes.byref(cursor), len(der))
+    if not x509:
+        raise MemoryError("OpenSSL could not load a certificate for re-verification")
+    return int(x509)
+
+
+def reverify(
+    store: int,
+    param: int,
+    security_level: int,
+    purpose: bytes,
+    leaf: bytes,
+    untrusted: list[bytes],
+    at: int | None = None,
+) -> list[bytes] | None:
+    """Verify ``leaf`` again with OpenSSL, with only ``untrusted`` as untrusted certificates.
+
+    Args:
+        store: the ``X509_STORE*`` of the first verification (borrowed).
+        param: the ``X509_VERIFY_PARAM*`` to copy (the connection's, or the
+            context's for ``twistls verify``; borrowed).
+        security_level: the connection's security level (authentication level).
+        purpose: ``b"ssl_server"`` (a client verifying a server) or ``b"ssl_client"``.
+        leaf: the peer's certificate (DER).
+        untrusted: the intermediates of the path to try, leaf side first (DER).
+        at: verify as of this POSIX time (``None``: as ``param`` says).
+
+    Returns:
+        The chain OpenSSL built and verified (peer first, anchor last, DER),
+        or ``None`` when it refuses (for any reason).
+
+    Raises:
+        MemoryError: an allocation or a certificate load failed (the caller
+            keeps its refusal).
+    """
+    certificates: list[int] = []  # every X509* made here; freed in the finally
+    stack = None
+    store_ctx = None
+    ERR_set_mark()
+    try:
+        leaf_x509 = _x509_from_der(leaf)
+        certificates.append(leaf_x509)
+        stack = OPENSSL_sk_new_null()
+        if not stack:
+            raise MemoryError("OpenSSL could not allocate a certificate stack")
+        for der in untrusted:
+            x509 = _x509_from_der(der)
+            certificates.append(x509)
+            # The stack borrows the certificate; it is freed below, after the stack.
+            if OPENSSL_sk_push(stack, x509) <= 0:
+                raise MemoryError("OpenSSL could not grow a certificate stack")
+        store_ctx = X509_STORE_CTX_new()
+        if not store_ctx:
+            raise MemoryError("OpenSSL could not allocate an X509_STORE_CTX")
+        # The store context borrows the store, the leaf and the stack; the
+        # chain it builds holds its own references, released by its free.
+        if X509_STORE_CTX_init(store_ctx, store, leaf_x509, stack) != 1:
+            return None
+        vparam = X509_STORE_CTX_get0_param(store_ctx)
+        X509_VERIFY_PARAM_set_auth_level(vparam, security_level)
+        if X509_STORE_CTX_set_default(store_ctx, purpose) != 1:
+            return None
+        if X509_VERIFY_PARAM_set1(vparam, param) != 1:
+            return None
+        if at is not None:
+            X509_VERIFY_PARAM_set_time(vparam, at)
+        # No verify callback: OpenSSL's default one accepts nothing it refused.
+        if X509_verify_cert(store_ctx) != 1 or X509_STORE_CTX_get_error(store_ctx) != X509_V_OK:
+            return None
+        chain = stack_der(X509_STORE_CTX_get0_chain(store_ctx))
+        return chain if len(chain) >= 2 else None
+    finally:
+        if store_ctx:
+            X509_STORE_CTX_free(store_ctx)
+        if stack:
+            OPENSSL_sk_free(stack)
+        for x509 in certificates:
+            X509_free(x509)
+        ERR_pop_to_mark()  # only the errors made here
+
+
+def expires_exactly_at(x509: int | None, when: int) -> bool:
+    """Whether the notAfter of ``x509`` (borrowed) is the second ``when``:
+    valid through it by RFC 5280, but expired for OpenSSL (which compares
+    with <=).  OpenSSL's own time parser decides."""
+    not_after = X509_get0_notAfter(x509) if x509 else None
+    if not not_after:
+        return False
+    at = ctypes.c_int64(when)
+    before = ctypes.c_int64(when - 1)
+    return bool(X509_cmp_time(not_after, ctypes.byref(at)) == -1 and X509_cmp_time(not_after, ctypes.byref(before)) == 1)
+
+
+def check_time(store_ctx: int) -> int:
+    """The time a store context verifies at (its parameter's, or now)."""
+    param = X509_STORE_CTX_get0_param(store_ctx)
+    if param and X509_VERIFY_PARAM_get_flags(param) & X509_V_FLAG_USE_CHECK_TIME:
+        return int(X509_VERIFY_PARAM_get_time(param))
+    return int(time.time())
+
+
+def reverify_in_handshake(store_ctx: int, leaf: bytes, untrusted: list[bytes], at: int | None) -> list[bytes] | None:
+    """:func:`reverify` from inside a verify callback of ``store_ctx``, with
+    that verification's store and its connection's parameters.
+
+    Raises:
+        MemoryError: see :func:`reverify`; also when the store context has
+            no connection or store.
+    """
+    ssl = _store_ssl(store_ctx)
+    store = X509_STORE_CTX_get0_store(store_ctx)
+    param = SSL_get0_param(ssl) if ssl else None
+    if not ssl or not store or not param:
+        raise MemoryError("the verification has no connection or store to re-verify with")
+    purpose = b"ssl_client" if SSL_is_server(ssl) else b"ssl_server"
+    return reverify(store, param, SSL_get_security_level(ssl), purpose, leaf, untrusted, at)

@@ -23,6 +23,7 @@ import dataclasses
 import datetime
 import inspect
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,18 +182,24 @@ def verify_certificate(
     if chain is not None:
         certs += load_certificates(chain)
     depth = DEFAULT_VERIFY_DEPTH if depth is None else depth
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+        raise ConfigurationError(f"--depth must be a whole number >= 0, not {depth!r}")
     crl_option: dict[str, Any] = {"crlfile": crlfile} if crlfile is not None else {}
     factory = ClientContextFactory(
         hostname,
         cafile=cafile,
         capath=capath,
-        verify_depth=depth,
+        # A client needs at least one intermediate; depth 0 (a leaf issued
+        # by the anchor itself) is set on this private context below.
+        verify_depth=max(depth, 1),
         allow_common_name=allow_common_name,
         handshake_timeout=None,
         pki_profile=pki_profile,
         **crl_option,
     )
     ctx = factory.context_address
+    if depth == 0:
+        _ossl.SSL_CTX_set_verify_depth(ctx, 0)
     result = VerifyResult(
         hostname=hostname,
         at=at,
@@ -200,6 +207,28 @@ def verify_certificate(
         depth=depth,
         pki_profile=pki_profile,
     )
+    # The Checker the client would run after OpenSSL, on the chain the
+    # server would send (and the chain OpenSSL built, for name constraints).
+    checker = getattr(factory, "_checker", None) or Checker(hostname=hostname, allow_common_name=allow_common_name)
+    profile = getattr(checker, "pki", None)
+    if profile is not None and (at is not None or depth == 0):
+        profile = profile.at_time(at)
+        if depth == 0:
+            profile = dataclasses.replace(profile, max_depth=0)
+        checker = dataclasses.replace(checker, pki=profile)  # the strict profile, as of --at
+    sent = [c.public_bytes(serialization.Encoding.DER) for c in certs]
+
+    def check(verified: list[bytes] | None) -> list[VerificationError]:
+        try:
+            if "verified_chain" in inspect.signature(checker.check).parameters:
+                checker.check(sent, verified_chain=verified)
+            else:
+                checker.check(sent)
+        except PKIProfileError as exc:
+            return list(exc.problems)  # every rule the chain breaks
+        except VerificationError as exc:
+            return [exc]
+        return []
 
     # M2Crypto objects own the certificates and the untrusted stack for the call.
     def to_m2(cert: x509.Certificate) -> Any:
@@ -240,28 +269,68 @@ def verify_certificate(
         _ossl.drain_errors()
         result.problems.extend(verification_failure(c, d, s) for c, d, s in found)
         built_der = _m2_chain(store_ctx)
+        result.problems.extend(check(built_der or None))
+        if result.problems:
+            # As a live client does (see TLSEngine._reverify_during_handshake):
+            # another path, or the same a second earlier, verified again by
+            # OpenSSL and accepted by the Checker, stands instead.
+            alternative = _alternative(ctx, store, checker, sent, found, built_der, at, check)
+            if alternative is not None:
+                result.problems.clear()
+                built_der = alternative
     finally:
         _problems.pop(store_ctx, None)
         _ossl.X509_STORE_CTX_free(store_ctx)
         factory._handle.free()
     result.chain = [x509.load_der_x509_certificate(der) for der in built_der] or certs
-    # The Checker the client would run after the handshake, on the chain the
-    # server would send (and the chain OpenSSL built, for name constraints).
-    checker = getattr(factory, "_checker", None) or Checker(hostname=hostname, allow_common_name=allow_common_name)
-    profile = getattr(checker, "pki", None)
-    if at is not None and profile is not None:
-        checker = dataclasses.replace(checker, pki=profile.at_time(at))  # the strict profile, as of --at
-    sent = [c.public_bytes(serialization.Encoding.DER) for c in certs]
-    try:
-        if "verified_chain" in inspect.signature(checker.check).parameters:
-            checker.check(sent, verified_chain=built_der or None)
-        else:
-            checker.check(sent)
-    except PKIProfileError as exc:
-        result.problems.extend(exc.problems)  # every rule the chain breaks
-    except VerificationError as exc:
-        result.problems.append(exc)
     return result
+
+
+def _expires_exactly(der: bytes, when: int) -> bool:
+    try:
+        return int(x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()) == when
+    except ValueError:
+        return False
+
+
+def _alternative(
+    ctx: int,
+    store: int,
+    checker: Any,
+    sent: list[bytes],
+    found: list[tuple[int, int, str]],
+    built: list[bytes],
+    at: datetime.datetime | None,
+    check: Any,
+) -> list[bytes] | None:
+    """The chain of the first alternative that OpenSSL verifies and the
+    Checker accepts, or ``None`` (the same alternatives, in the same order,
+    as a live client tries)."""
+    when = int(at.timestamp()) if at is not None else int(time.time())
+    expired_at = None
+    for code, depth, _ in found:
+        if code == _ossl.X509_V_ERR_CERT_HAS_EXPIRED and 0 <= depth < len(built) and _expires_exactly(built[depth], when):
+            expired_at = when
+            break
+    attempts: list[tuple[list[bytes], int | None]] = []
+    if expired_at is not None:
+        attempts.append((sent, expired_at - 1))
+    finder = getattr(checker, "alternate_path", None)
+    path = finder(sent) if finder is not None else None
+    if path and len(path) >= 2 and path[0] == sent[0]:
+        attempts.append((path[:-1], None if at is None else int(at.timestamp())))
+        if expired_at is not None:
+            attempts.append((path[:-1], expired_at - 1))
+    param = _ossl.SSL_CTX_get0_param(ctx)
+    level = _ossl.SSL_CTX_get_security_level(ctx)
+    for chain, when_at in attempts:
+        try:
+            verified = _ossl.reverify(store, param, level, b"ssl_server", chain[0], chain[1:], when_at)
+        except MemoryError:
+            return None  # fail closed: the first verdict stands
+        if verified is not None and not check(verified):
+            return verified
+    return None
 
 
 _X509_STORE_CTX_get0_chain = _ossl._fn(_ossl.libcrypto, "X509_STORE_CTX_get0_chain", ctypes.c_void_p, ctypes.c_void_p)

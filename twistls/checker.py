@@ -292,6 +292,33 @@ class Checker:
             return math.inf
         return min(c.not_valid_after_utc.timestamp() for c in path)
 
+    def alternate_path(self, chain_der: Sequence[bytes]) -> list[bytes] | None:
+        """The path the strict PKI profile builds from the certificates the
+        peer sent to a trust anchor, for a verifier whose own path failed.
+
+        pyca's builder backtracks where OpenSSL's does not: when OpenSSL
+        fails (or this Checker refuses the chain OpenSSL built), the engine
+        has OpenSSL verify this path again, and runs :meth:`check` on what
+        OpenSSL then verified (see ``doc/howto/security.rst``).
+
+        Args:
+            chain_der: the certificates the peer sent, its own first (DER).
+
+        Returns:
+            The path (peer first, trust anchor last, DER), or ``None``
+            without :attr:`pki` or a hostname, or when the profile refuses
+            every path.  Never raises.
+
+        .. versionadded:: 0.2
+        """
+        if self.pki is None or self.hostname is None or not chain_der:
+            return None
+        try:
+            path = self.pki.verify(chain_der[0], list(chain_der[1:]), self.hostname)
+            return [c.public_bytes(serialization.Encoding.DER) for c in path]
+        except Exception:  # a refusal, or a certificate pyca cannot parse: no alternative
+            return None
+
     def check_hostname(self, cert: x509.Certificate) -> None:
         """Match :attr:`hostname` against ``cert``.
 
