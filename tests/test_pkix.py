@@ -474,3 +474,50 @@ class LiveAgreementTests(SynchronousTestCase):
         print(f"live agreement: {ran} cases served, both profiles")
         self.assertGreater(ran, 30)
         self.assertEqual(disagree, [])
+
+
+class ReverificationTests(SynchronousTestCase):
+    """`twistls verify` takes the alternatives a live client takes: pyca's path
+    verified again by OpenSSL, and a certificate at exactly its notAfter."""
+
+    def _files(self, name: str) -> tuple[Any, str, str]:
+        case = {c.name: c for c in cases()}[name]
+        d = _tmpdir(self)
+        return case, _write(d, "chain.pem", case.pem_chain()), _write(d, "anchors.pem", case.pem_anchors())
+
+    def _verify(self, name: str, profile: str, **kw: Any) -> Any:
+        from twistls._verify import verify_certificate
+
+        case, chain, anchors = self._files(name)
+        kw.setdefault("at", case.at)
+        return verify_certificate(chain, hostname=case.host, cafile=anchors, pki_profile=profile, **kw)
+
+    def test_alternate_path_reverified_by_openssl(self) -> None:
+        """strict: the chain reported is the one OpenSSL re-verified on pyca's path (through the
+        open root); rfc5280 has no second path builder and refuses, naming the excluded subtree."""
+        result = self._verify("alternate-path-constrained-first", "strict")
+        self.assertEqual(result.problems, [])
+        self.assertEqual(result.chain[-1].subject.rfc4514_string(), "CN=Open Root,O=twistls conformance")
+        result = self._verify("alternate-path-constrained-first", "rfc5280")
+        self.assertFalse(result.accepted)
+        self.assertIn("excluded", str(result.problems[0]))
+
+    def test_at_not_after_accepted_and_one_second_later_refused(self) -> None:
+        """Both profiles accept at exactly notAfter (RFC 5280) and refuse one second later."""
+        for profile in ("strict", "rfc5280"):
+            self.assertTrue(self._verify("at-not-after", profile).accepted, profile)
+            result = self._verify("after-not-after", profile)
+            self.assertFalse(result.accepted, profile)
+            self.assertEqual(result.problems[0].verify_code, 10)
+
+    def test_depth_zero(self) -> None:
+        """--depth 0 accepts a leaf issued by the anchor itself and refuses one below an intermediate."""
+        for profile in ("strict", "rfc5280"):
+            self.assertTrue(self._verify("ok-leaf-under-root", profile, depth=0).accepted, profile)
+            result = self._verify("ok-dns", profile, depth=0)
+            self.assertFalse(result.accepted, profile)
+            self.assertTrue(self._verify("ok-dns", profile, depth=1).accepted, profile)
+
+    def test_negative_depth_is_a_configuration_error(self) -> None:
+        """A negative depth is refused before anything is verified."""
+        self.assertRaises(ConfigurationError, self._verify, "ok-dns", "strict", depth=-1)
