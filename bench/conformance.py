@@ -6,7 +6,14 @@
 
 The table runs the generated cases of ``tests/conformance`` through
 ``twistls verify``'s engine (OpenSSL as a client sets it up, then the
-client's Checker, with the strict profile for ``strict``).  The handshake
+client's Checker, with the strict profile for ``strict``; where that fails,
+the re-verification a live client does: pyca's path verified again by
+OpenSSL for ``strict``, a certificate at exactly its notAfter verified a
+second earlier for both).  ``--cases`` prints, next to each case where a
+profile knowingly differs from the expected verdict, the reason
+(``tests.conformance.run.KNOWN``): with ``strict`` only
+``not-after-fractional-seconds`` is a false reject (RFC 5280 forbids the
+encoding and ``cryptography`` cannot parse it).  The handshake
 figure is N full (non-resumed) in-memory handshakes per profile between a
 client and a server engine, with a fresh client factory each time so that
 neither the session cache nor the accepted-chain cache helps, and then N
