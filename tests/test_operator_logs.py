@@ -237,6 +237,28 @@ class OperatorLogTests(_LogTestCase):
         self.assertNotIn("Starting factory", text)
         self.assertNotIn("Stopping factory", text)
         self.assertNotIn("failed", text)
+        # A backend that fails verification: one line, from the backend's TLS layer.
+        wrong = free_port()
+        mismatch = self.start(
+            "mismatch", "twistls", "proxy", "--listen", f"tcp:{wrong}:interface=127.0.0.1",
+            "--connect", f"twistls:host=wrong.example:port={port}:caFile={_esc(self.p.cafile)}"
+            f":endpoint=tcp\\:127.0.0.1\\:{port}",
+            port=wrong,
+        )
+        # The start-up probe of the port was proxied too: wait for its line first.
+        self.wait_until(lambda: "HostnameMismatchError" in _read(mismatch.log), mismatch.log)  # type: ignore[attr-defined]
+        time.sleep(0.3)
+        mismatch_since = len(_read(mismatch.log))  # type: ignore[attr-defined]
+        with socket.create_connection(("127.0.0.1", wrong), timeout=10) as s:
+            s.sendall(b"SECRET")
+            self.assertEqual(s.recv(100), b"")
+        self.wait_until(
+            lambda: "HostnameMismatchError" in _read(mismatch.log)[mismatch_since:], mismatch.log  # type: ignore[attr-defined]
+        )
+        time.sleep(0.5)
+        lines = [line for line in _read(mismatch.log)[mismatch_since:].splitlines() if "failed" in line]  # type: ignore[attr-defined]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn(f'TLS connection to 127.0.0.1:{port} (SNI "wrong.example") failed: HostnameMismatchError', lines[0])
 
 
 class RecordFramingTests(SynchronousTestCase):

@@ -388,12 +388,18 @@ class _ProxyServer(_ProxyPeer):
         self._connecting = None
         if self.closed:
             return
+        from twistls.errors import TLSError
+
+        if failure.check(TLSError) is None:  # a TLS failure was logged by the backend's TLS layer
+            self._log_backend_failure(failure)
+        self.transport.loseConnection()
+
+    def _log_backend_failure(self, failure: Failure) -> None:
         log.warn(
             "proxy: backend connection failed: {reason}",
             # A Failure made from an exception always has its type.
             reason=" ".join(str(failure.value).split()) or failure.type.__name__,  # type: ignore[union-attr]
         )
-        self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self.peer is None:
