@@ -793,3 +793,35 @@ class ReverificationTests(SynchronousTestCase):
             self.assertNotIn(HandshakeCompleted, _kinds(pair.client_events), profile)
             self.assertIsInstance(_failure(pair.client_events), CertificateExpiredError)
             self.assertEqual(pair.received("server"), b"")
+
+    def test_not_after_with_crl_checking_is_not_reverified(self) -> None:
+        """With CRLs checked, the second-earlier re-verification is not tried (at t-1 OpenSSL might
+        prefer an older CRL to one issued at t): refused live and by `twistls verify` alike."""
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+
+        from tests.conformance.cases import _key
+        from twistls._verify import verify_certificate
+
+        case, chain, anchors, _ = _case_files(self, "at-not-after")
+        issuer = x509.load_der_x509_certificate(case.intermediates[0])
+        crl = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(issuer.subject)
+            .last_update(case.at - datetime.timedelta(hours=1))
+            .next_update(case.at + datetime.timedelta(days=30))
+            .sign(_key("int"), hashes.SHA256())
+        )
+        crlfile = os.path.join(os.path.dirname(chain), "crl.pem")
+        with open(crlfile, "wb") as f:
+            f.write(crl.public_bytes(serialization.Encoding.PEM))
+        pair = self._handshake("at-not-after", at=int(case.at.timestamp()), crlfile=crlfile)
+        self.assertIsInstance(_failure(pair.client_events), CertificateExpiredError)
+        self.assertEqual(pair.received("server"), b"")
+        result = verify_certificate(chain, hostname=case.host, cafile=anchors, at=case.at, crlfile=crlfile)
+        self.assertEqual([p.verify_code for p in result.problems][:1], [10])
+        # The CRL itself is usable: one second earlier the same chain verifies.
+        earlier = case.at - datetime.timedelta(seconds=1)
+        self.assertTrue(verify_certificate(chain, hostname=case.host, cafile=anchors, at=earlier, crlfile=crlfile).accepted)

@@ -457,7 +457,7 @@ def _try_alternative(hooks: ConnectionHooks, store_ctx: int, code: int, cert: in
         return 0
     hooks.reverify_tried = True  # once per handshake: a failing peer costs at most one more verification
     expired_at = None
-    if code == X509_V_ERR_CERT_HAS_EXPIRED:
+    if code == X509_V_ERR_CERT_HAS_EXPIRED and not checks_crls(store_ctx):
         when = check_time(store_ctx)
         if expires_exactly_at(cert, when):
             expired_at = when
@@ -1336,6 +1336,14 @@ def expires_exactly_at(x509: int | None, when: int) -> bool:
     at = ctypes.c_int64(when)
     before = ctypes.c_int64(when - 1)
     return bool(X509_cmp_time(not_after, ctypes.byref(at)) == -1 and X509_cmp_time(not_after, ctypes.byref(before)) == 1)
+
+
+def checks_crls(store_ctx: int) -> bool:
+    """Whether a store context checks CRLs.  Verifying a second earlier is
+    then not tried: at t-1 OpenSSL could prefer an older CRL to one issued
+    at exactly t that revokes the certificate."""
+    param = X509_STORE_CTX_get0_param(store_ctx)
+    return not param or bool(X509_VERIFY_PARAM_get_flags(param) & (X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL))
 
 
 def check_time(store_ctx: int) -> int:

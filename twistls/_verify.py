@@ -274,7 +274,8 @@ def verify_certificate(
             # As a live client does (see TLSEngine._reverify_during_handshake):
             # another path, or the same a second earlier, verified again by
             # OpenSSL and accepted by the Checker, stands instead.
-            alternative = _alternative(ctx, store, checker, sent, found, built_der, at, check)
+            crls = _ossl.checks_crls(store_ctx)
+            alternative = _alternative(ctx, store, checker, sent, found if not crls else [], built_der, at, check)
             if alternative is not None:
                 result.problems.clear()
                 built_der = alternative
