@@ -705,8 +705,8 @@ class TLSEngine:
         ``expired_at``).  Moving the clock back one second is sound: a
         chain valid at t-1 whose certificates all lie within their validity
         at t-1 differs from one valid at t (RFC 5280, notAfter inclusive)
-        only by a notBefore of exactly t, which it then refuses, and
-        OpenSSL's check of CRL times moves by the same second.
+        only by a notBefore of exactly t, which it then refuses.  It is not
+        tried when CRLs are checked (see :func:`twistls._openssl.checks_crls`).
 
         Returns:
             ``True`` when an alternative verified and the verifier accepted
