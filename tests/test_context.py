@@ -698,3 +698,81 @@ class ServerWithoutEMSTests(SynchronousTestCase):
         self.assertEqual(ossl.server_hello_facts(hello(ossl._HRR_RANDOM, tls13))[0], True)
         self.assertIsNone(ossl.server_hello_facts(b"\x02\x00"))
         self.assertIsNone(ossl.server_hello_facts(b"\x01" + b"\x00" * 80))
+
+
+class ModuleLayoutTests(SynchronousTestCase):
+    """The context layer stays below Twisted; names moved out of it stay importable from it."""
+
+    def test_context_imports_no_twisted(self) -> None:
+        """Importing twistls.context imports no Twisted module (so no reactor) and not the SIGHUP reload module."""
+        import subprocess
+        import sys
+
+        code = (
+            "import sys, twistls.context\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted' or m == 'twistls._reload'))\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        self.assertEqual(result.stdout.strip(), "[]", result.stderr)
+
+    def test_reload_names_still_importable_from_context(self) -> None:
+        """The SIGHUP helpers imported from twistls.context, and twistls.reload_on_sighup, are those of twistls._reload."""
+        import twistls
+        from twistls import _reload
+        from twistls.context import (
+            _reload_each,
+            _reload_on_sighup_when_running,
+            _sighup_factories,
+            reload_on_sighup,
+        )
+
+        self.assertIs(reload_on_sighup, _reload.reload_on_sighup)
+        self.assertIs(twistls.reload_on_sighup, _reload.reload_on_sighup)
+        self.assertIs(_reload_each, _reload.reload_each)
+        self.assertIs(_reload_on_sighup_when_running, _reload.reload_on_sighup_when_running)
+        self.assertIs(_sighup_factories, _reload.sighup_factories)
+
+    def test_unknown_context_attribute_is_an_attribute_error(self) -> None:
+        """A name twistls.context never had is an AttributeError, not a lazy import."""
+        import twistls.context
+
+        self.assertRaises(AttributeError, getattr, twistls.context, "no_such_name")
+
+
+class SessionOfferTests(SynchronousTestCase):
+    """A cached session is offered only while its verified chain passes the factory's checks."""
+
+    def _cached(self) -> tuple[ClientContextFactory, tuple[Any, ...]]:
+        client = _client()
+        pair = _handshake(_server(maximum_version="TLSv1.2"), client)
+        self.assertIsNone(_failure(pair))
+        for side in (pair.client, pair.server):  # close_notify both ways: the session stays resumable
+            side.close()
+            pair.pump()
+        key = ("localhost", None, "localhost", "localhost")
+        sessions = client._sessions
+        assert sessions is not None
+        self.assertEqual(len(sessions), 1)
+        return client, key
+
+    def test_session_offered_when_chain_still_passes(self) -> None:
+        """offer() gives the session back when the verifier accepts its chain, or when there is no verifier."""
+        client, key = self._cached()
+        sessions = client._sessions
+        assert sessions is not None
+        self.assertIsNotNone(sessions.offer(key, None))
+        self.assertIsNotNone(sessions.offer(key, lambda peer, verified: None))
+        self.assertEqual(len(sessions), 1)
+
+    def test_session_dropped_when_chain_refused(self) -> None:
+        """offer() drops the session, and offers nothing, when the verifier refuses its chain."""
+        client, key = self._cached()
+        sessions = client._sessions
+        assert sessions is not None
+
+        def refuse(peer: Any, verified: Any) -> None:
+            raise HostnameMismatchError("other.example", [])
+
+        self.assertIsNone(sessions.offer(key, refuse))
+        self.assertEqual(len(sessions), 0)
+        self.assertIsNone(sessions.offer(key, None))

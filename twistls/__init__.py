@@ -43,7 +43,7 @@ _WHERE: dict[str, str] = {
     "spki_sha256": "twistls.checker",
     "ClientContextFactory": "twistls.context",
     "ServerContextFactory": "twistls.context",
-    "reload_on_sighup": "twistls.context",
+    "reload_on_sighup": "twistls._reload",
     "ConnectionInfo": "twistls._engine",
     "TLSProtocolWrapper": "twistls.protocol",
     "TLSWrappingFactory": "twistls.protocol",
@@ -78,10 +78,12 @@ if TYPE_CHECKING:  # pragma: no cover
         Checker as Checker,
         spki_sha256 as spki_sha256,
     )
+    from twistls._reload import (
+        reload_on_sighup as reload_on_sighup,
+    )
     from twistls.context import (
         ClientContextFactory as ClientContextFactory,
         ServerContextFactory as ServerContextFactory,
-        reload_on_sighup as reload_on_sighup,
     )
     from twistls.endpoints import (
         HTTPSEndpointFactory as HTTPSEndpointFactory,
