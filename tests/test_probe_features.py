@@ -301,3 +301,68 @@ class RegularFileTests(SynchronousTestCase):
         code, out = call_main("probe", "localhost:1", "--private-key", "key.pem")
         self.assertEqual(code, 2)
         self.assertIn("--private-key needs --certificate", out)
+
+
+def _encrypted_key(directory: str, passphrase: bytes) -> str:
+    """The test client key, encrypted with ``passphrase``, as a 0600 file in ``directory``."""
+    with open(pki().client.key, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    path = os.path.join(directory, "client-encrypted.key")
+    with open(path, "wb") as f:
+        f.write(
+            key.private_bytes(  # type: ignore[union-attr]
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(passphrase),
+            )
+        )
+    os.chmod(path, 0o600)
+    return path
+
+
+class ProbePassphraseFileTests(TestCase):
+    """``twistls probe --passphrase-file`` opens an encrypted ``--private-key`` (the real CLI, as a subprocess)."""
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="twistls-probe-pass-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.key = _encrypted_key(self.dir, b"s3cret")
+
+    def secret(self, name: str, content: bytes) -> str:
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as f:
+            f.write(content)
+        os.chmod(path, 0o600)
+        return path
+
+    @defer.inlineCallbacks
+    def test_encrypted_key_with_passphrase_file_verifies_and_errors_name_the_option(self) -> Any:
+        """With the right passphrase file the mutual-TLS probe verifies; a missing, wrong or empty one exits 2 with one line naming --passphrase-file, never the passphrase."""
+        p = pki()
+        port, _ = listen_tls(self, _server(client_cafile=p.cafile, maximum_version="TLSv1.2"))
+        base = ["probe", f"localhost:{port}", "--cafile", p.cafile, "--no-reconnect", "--timeout", "10",
+                "--certificate", p.client.cert, "--private-key", self.key]
+        out, err, code = yield run_cli(*base, "--passphrase-file", self.secret("pass.txt", b"s3cret\n"))
+        self.assertEqual(code, 0, (out, err))
+        self.assertIn(b"VERIFIED", out)
+        cases = [
+            ([], b"--passphrase-file"),  # encrypted, and no passphrase file: say which option opens it
+            (["--passphrase-file", os.path.join(self.dir, "nope.txt")], b"no such file"),
+            (["--passphrase-file", self.secret("wrong.txt", b"not-it\n")], b"wrong passphrase"),
+            (["--passphrase-file", self.secret("empty.txt", b"")], b"empty"),
+        ]
+        for extra, expected in cases:
+            out, err, code = yield run_cli(*base, *extra)
+            self.assertEqual(code, 2, (extra, out, err))
+            lines = [line for line in err.splitlines() if line.strip()]
+            self.assertEqual(len(lines), 1, (extra, err))
+            self.assertIn(b"--passphrase-file", lines[0])
+            self.assertIn(expected, lines[0])
+            self.assertNotIn(b"s3cret", err + out)
+            self.assertNotIn(b"not-it", err + out)
+        # Never on the command line: the option takes a file, and needs --certificate.
+        code, text = call_main("probe", "localhost:1", "--passphrase-file", self.secret("p2.txt", b"x"))
+        self.assertEqual(code, 2)
+        self.assertIn("--passphrase-file needs --certificate", text)

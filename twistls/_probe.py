@@ -580,6 +580,7 @@ async def probe(
     alpn: tuple[str, ...] = (),
     certificate: str | None = None,
     private_key: str | None = None,
+    passphrase: Any = None,
     server_accepts_when_failed: bool = True,
 ) -> dict[str, Any]:
     """Probe ``host:port``; returns the report as a JSON-ready dict.
@@ -591,7 +592,8 @@ async def probe(
     ``suggest_starttls`` the ``--starttls`` to use) or ``"error"``.
     ``certificate``/``private_key`` are sent when the server asks for a
     client certificate (``client_certificate_requested``,
-    ``client_ca_names``).  After a handshake failure ``server_accepts`` says
+    ``client_ca_names``); ``passphrase`` opens an encrypted ``private_key``
+    (as :class:`~twistls.context.ClientContextFactory` takes it).  After a handshake failure ``server_accepts`` says
     which versions, groups and suites the server completes a handshake with.
 
     Raises:
@@ -607,6 +609,8 @@ async def probe(
     extra: dict[str, Any] = {"alpn_protocols": list(alpn)} if alpn else {}
     if certificate is not None:
         extra.update(certificate=certificate, private_key=private_key)
+        if passphrase is not None:
+            extra["passphrase"] = passphrase
     factory = ClientContextFactory(expected, cafile=cafile, capath=capath, handshake_timeout=timeout, **extra)
     report: dict[str, Any] = {
         "target": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
@@ -843,6 +847,7 @@ def run(args: Any) -> int:
             name: _regular_file(getattr(args, name, None), staging, option)
             for name, option in (("cafile", "--cafile"), ("certificate", "--certificate"), ("private_key", "--private-key"))
         }
+        passphrase = _passphrase(args, files, staging)
     except ConfigurationError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         print(f"twistls probe: {exc}", file=sys.stderr)
@@ -859,13 +864,17 @@ def run(args: Any) -> int:
                 capath=args.capath,
                 certificate=files["certificate"],
                 private_key=files["private_key"],
+                passphrase=passphrase,
                 servername=args.servername,
                 timeout=args.timeout,
                 reconnect=not args.no_reconnect,
                 alpn=tuple(p for p in (args.alpn or "").split(",") if p),
             )
         except ConfigurationError as exc:
-            print(f"twistls probe: {exc}", file=sys.stderr)
+            text = str(exc)
+            if "wrong passphrase" in text and passphrase is not None:  # the key is fine; its passphrase is not
+                text = f"--passphrase-file {args.passphrase_file!r}: {text}"
+            print(f"twistls probe: {text}", file=sys.stderr)
             outcome.append(2)
             return
         if args.json:
@@ -889,6 +898,28 @@ def run(args: Any) -> int:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return outcome[0] if outcome else 1
+
+
+def _passphrase(args: Any, files: dict[str, str | None], staging: str) -> Any:
+    """The passphrase callable of ``--passphrase-file`` (read at each key
+    load; a stream is read once), or ``None``.  Without it, an encrypted key
+    gets an error that names ``--passphrase-file`` (the Python API's names
+    ``passphrase=``, which the command line does not take).
+
+    Raises:
+        ConfigurationError: a missing, unreadable or empty passphrase file,
+            or an encrypted key without one.
+    """
+    from twistls.endpoints import _passphrase_file, _refuse_unreadable_encrypted_key
+
+    path = getattr(args, "passphrase_file", None)
+    key = files.get("private_key") or files.get("certificate")
+    if key is not None:
+        _refuse_unreadable_encrypted_key(key, path is not None, label="--private-key", option="--passphrase-file F")
+    if path is None:
+        return None
+    staged = _regular_file(path, staging, "--passphrase-file") or path
+    return _passphrase_file("--passphrase-file", staged, label=f"--passphrase-file {path!r}")
 
 
 def _regular_file(path: str | None, staging: str, option: str) -> str | None:

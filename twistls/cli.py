@@ -106,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
         help="PEM private key of --certificate (default: in the same file)",
     )
     probe.add_argument(
+        "--passphrase-file",
+        metavar="F",
+        help="file holding the passphrase of an encrypted --private-key (one trailing newline is "
+        "ignored); the passphrase itself is never taken on the command line",
+    )
+    probe.add_argument(
         "--servername",
         metavar="N",
         help="the name the certificate must hold and that is sent as SNI (default: HOST)",
@@ -260,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _split_target(parser, args)
         if args.private_key and not args.certificate:
             parser.error("--private-key needs --certificate")
+        if args.passphrase_file and not args.certificate:
+            parser.error("--passphrase-file needs --certificate (and the encrypted key it opens)")
         from twistls._probe import run
 
         return run(args)
