@@ -151,10 +151,10 @@ class ArgumentTests(SynchronousTestCase):
 
 
 class ProxyHelpExampleTests(SynchronousTestCase):
-    """The examples in ``twistd twistls proxy --help`` parse as written."""
+    """The examples in ``twistd twistls proxy --help`` and the :mod:`twistls.tap` docstring parse as written."""
 
     def test_every_listen_connect_example_parses(self) -> None:
-        """Each --listen/--connect pair quoted in the proxy help parses into a proxy service, run where its files exist."""
+        """Each --listen/--connect example of the proxy help, its option help and the tap docstring parses, run where its files exist."""
         import re
 
         from twistls import tap
@@ -169,8 +169,19 @@ class ProxyHelpExampleTests(SynchronousTestCase):
                     out.write(f.read())
         self.addCleanup(os.chdir, os.getcwd())
         os.chdir(work)
-        examples = re.findall(r"--listen (\S+) --connect (\S+?)\.?(?:\s|$)", " ".join(tap.ProxyOptions.longdesc.split()))
-        self.assertEqual(len(examples), 2, examples)
+        with open(os.path.join(work, "key.pem"), "wb") as out, open(made.private_key, "rb") as f:
+            out.write(f.read())
+        examples = []
+        # The --help text and the module docstring (whose examples are in ``...``).
+        for text in (tap.ProxyOptions.longdesc, tap.__doc__ or ""):
+            found = re.findall(r"--listen (\S+) --connect (\S+?)\.?(?:\s|$)", " ".join(text.replace("``", " ").split()))
+            self.assertEqual(len(found), 2, found)
+            examples += found
+        # The e.g. of the --listen and --connect option help, each with the other side of the first example.
+        helps = {row[0]: " ".join(row[3].split()) for row in tap.ProxyOptions.optParameters}
+        listens = re.findall(r"e\.g\. (\S+) or (\S+?)\.$", helps["listen"])[0]
+        connects = re.findall(r"e\.g\. (\S+) or (\S+?)\.$", helps["connect"])[0]
+        examples += [(listen, examples[0][1]) for listen in listens] + [(examples[0][0], c) for c in connects]
         for listen, connect in examples:
             options = tap.Options()
             options.parseOptions(["proxy", "--listen", listen, "--connect", connect])

@@ -6,7 +6,7 @@ Registered by ``twisted/plugins/twistls_service.py``.  Sub-commands:
     ``twistd -n twistls proxy --listen twistls:8443:certificate=server.pem
     --connect tcp:127.0.0.1:8080`` accepts TLS and forwards the plaintext to
     a backend (stunnel's server mode).  The reverse,
-    ``--listen tcp:127.0.0.1:8080 --connect twistls:host=db.example:port=443:caFile=ca.pem``,
+    ``--listen tcp:8080:interface=127.0.0.1 --connect twistls:host=db.example:port=443:caFile=ca.pem``,
     accepts plaintext and connects out over verified TLS (stunnel's client
     mode).  Any endpoint strings work on either side.  The backend is
     dialled only after the incoming TLS handshake succeeded; bytes flow only
