@@ -368,3 +368,105 @@ class LifetimeTests(SynchronousTestCase):
         self.assertEqual(engine.verified_chain_der(), [])
         self.assertFalse(engine.session_reused())
         self.assertIsNone(engine.info().version)
+
+
+def _alternate_case(testcase: SynchronousTestCase) -> tuple[object, str, str, str]:
+    """The conformance case whose only valid path OpenSSL's builder misses:
+    (case, chain file, anchors file, leaf key file)."""
+    import shutil
+
+    from tests.conformance.cases import cases, leaf_key_pem
+
+    case = next(c for c in cases() if c.name == "alternate-path-constrained-first")
+    d = tempfile.mkdtemp(prefix="twistls-adv-")
+    testcase.addCleanup(shutil.rmtree, d, True)
+    chain = _write(d, "chain.pem", case.pem_chain())
+    anchors = _write(d, "anchors.pem", case.pem_anchors())
+    key = _write(d, "key.pem", leaf_key_pem())
+    os.chmod(key, 0o600)
+    return case, chain, anchors, key
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+class ReverificationAttackTests(SynchronousTestCase):
+    """The re-verification on another path (issue 13) accepts only what
+    OpenSSL verifies again, frees what it makes, and fails closed."""
+
+    def _handshake(self, engine: TLSEngine | None = None) -> EnginePair:
+        case, chain, anchors, key = _alternate_case(self)
+        client = ClientContextFactory("example.com", cafile=anchors, session_cache_size=0)
+        pair = EnginePair(engine or client.create_engine(), ServerContextFactory(chain, key).create_engine())
+        pair.client.send_plaintext(b"SECRET")
+        pair.start()
+        pair.pump()
+        return pair
+
+    def test_a_path_openssl_refuses_is_not_accepted(self) -> None:
+        """A path finder that offers the constrained path (which OpenSSL refuses) gets nothing accepted."""
+        case, chain, anchors, key = _alternate_case(self)
+        client = ClientContextFactory("example.com", cafile=anchors, session_cache_size=0)
+        engine = client.create_engine()
+        constrained = [case.leaf, case.intermediates[0], case.anchors[0]]  # via the constraining root
+        engine._alternate_path = lambda presented: list(constrained)
+        pair = self._handshake(engine)
+        self.assertFalse(pair.client.handshake_done)
+        self.assertEqual(pair.received("server"), b"")
+        self.assertIsInstance(error(pair, "client"), VerificationError)
+
+    def test_a_path_for_another_leaf_is_not_used(self) -> None:
+        """A path that does not start with the peer's own certificate is never tried."""
+        case, chain, anchors, key = _alternate_case(self)
+        client = ClientContextFactory("example.com", cafile=anchors, session_cache_size=0)
+        engine = client.create_engine()
+        other = self_signed("example.com")[0]
+        engine._alternate_path = lambda presented: [other, case.intermediates[1], case.anchors[1]]
+        calls: list[object] = []
+        self.patch(_ossl, "reverify", lambda *args: calls.append(args))
+        pair = self._handshake(engine)
+        self.assertFalse(pair.client.handshake_done)
+        self.assertEqual(calls, [])
+
+    def test_base_exception_in_path_finder_fails_the_handshake(self) -> None:
+        """A BaseException while finding the alternative fails the handshake; no secret leaves."""
+        case, chain, anchors, key = _alternate_case(self)
+        client = ClientContextFactory("example.com", cafile=anchors, session_cache_size=0)
+        engine = client.create_engine()
+
+        def interrupt(presented: object) -> None:
+            raise _Interrupt()
+
+        engine._alternate_path = interrupt
+        pair = self._handshake(engine)
+        self.assertFalse(pair.client.handshake_done)
+        self.assertEqual(pair.received("server"), b"")
+
+    def test_reverify_frees_what_it_makes_on_every_path(self) -> None:
+        """Success, OpenSSL's refusal, an unparsable certificate and allocation failures, thousands
+        of times: no growth (run under MALLOC_PERTURB_ / PYTHONMALLOC=debug for use-after-free)."""
+        case, chain, anchors, key = _alternate_case(self)
+        client = ClientContextFactory("example.com", cafile=anchors, session_cache_size=0)
+        ctx = client.context_address
+        store, param = _ossl.SSL_CTX_get_cert_store(ctx), _ossl.SSL_CTX_get0_param(ctx)
+        leaf, via_a, via_b = case.leaf, case.intermediates[0], case.intermediates[1]
+
+        def once() -> None:
+            self.assertIsNotNone(_ossl.reverify(store, param, 1, b"ssl_server", leaf, [via_b]))
+            self.assertIsNone(_ossl.reverify(store, param, 1, b"ssl_server", leaf, [via_a]))
+            self.assertRaises(MemoryError, _ossl.reverify, store, param, 1, b"ssl_server", leaf, [via_b, b"\x30\x03junk"])
+            real_push = _ossl.OPENSSL_sk_push
+            _ossl.OPENSSL_sk_push = lambda stack, x509: 0  # type: ignore[assignment]
+            try:
+                self.assertRaises(MemoryError, _ossl.reverify, store, param, 1, b"ssl_server", leaf, [via_a, via_b])
+            finally:
+                _ossl.OPENSSL_sk_push = real_push
+
+        for _ in range(200):
+            once()
+        before = _rss_kib()
+        for _ in range(3000):
+            once()
+        self.assertLess(_rss_kib() - before, 2048)
