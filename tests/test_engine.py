@@ -732,6 +732,24 @@ class ReverificationTests(SynchronousTestCase):
         self.assertEqual(_subjects(list(info.verified_chain_der))[-1], "CN=Open Root,O=twistls conformance")
         self.assertEqual(pair.client.verified_chain_der(), list(info.verified_chain_der))
 
+    def test_resumed_session_keeps_the_reverified_chain(self) -> None:
+        """A session made on the re-verified path resumes, with that chain as its verified chain."""
+        case, chain, anchors, key = _case_files(self, "alternate-path-constrained-first")
+        client = ClientContextFactory(case.host, cafile=anchors)
+        server = ServerContextFactory(chain, key)
+        reused, chains = [], []
+        for _ in range(3):
+            pair = EnginePair(client.create_engine(("192.0.2.1", 443)), server.create_engine()).start()
+            pair.pump()
+            self.assertTrue(pair.client.handshake_done)
+            pair.client.send_plaintext(b"x")  # reads the TLS 1.3 ticket
+            pair.pump()
+            info = pair.client.info()
+            reused.append(info.session_reused)
+            chains.append(_subjects(list(info.verified_chain_der))[-1])
+        self.assertEqual(reused[1:], [True, True])
+        self.assertEqual(set(chains), {"CN=Open Root,O=twistls conformance"})
+
     def test_alternate_path_is_not_taken_by_the_rfc5280_profile(self) -> None:
         """Without the strict profile there is no second path builder: OpenSSL's failure stands."""
         pair = self._handshake("alternate-path-constrained-first", pki_profile="rfc5280")
