@@ -251,12 +251,16 @@ def _handshake_reverify(ref: weakref.ReferenceType[TLSEngine]) -> Callable[[int,
 def _alternate_path_of(verifier: Verifier | None) -> AlternatePath | None:
     """The ``alternate_path`` of the :class:`~twistls.checker.Checker` a
     verifier closes over (the client factory's verifier is a closure over
-    its Checker), or ``None``."""
+    its Checker) or is bound to, or ``None``.  (The factory could pass
+    ``alternate_path=checker.alternate_path`` itself; this finds it until
+    it does.)"""
+    candidates = [getattr(verifier, "__self__", None)]  # a bound Checker.check
     for cell in getattr(verifier, "__closure__", None) or ():
         try:
-            target = cell.cell_contents
+            candidates.append(cell.cell_contents)
         except ValueError:  # an empty cell
             continue
+    for target in candidates:
         if type(target).__name__ == "Checker" and type(target).__module__ == "twistls.checker":
             finder = getattr(target, "alternate_path", None)
             if callable(finder):
