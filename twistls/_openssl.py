@@ -306,8 +306,10 @@ class ConnectionHooks:
             (or the same a second earlier) with :func:`reverify_in_handshake`
             and runs the check on it.  Returns whether both accepted; when
             not, the first failure stands, with its error.
-        reverified: an alternative verification accepted the peer: every
-            later failure of the first verification is overridden.
+        reverified: the ``X509_STORE_CTX*`` whose verification an
+            alternative replaced (the peer was accepted on the alternative):
+            every later failure of that verification is overridden; any
+            other verification (there is none: no renegotiation) is not.
     """
 
     __slots__ = (
@@ -333,7 +335,7 @@ class ConnectionHooks:
         self.error: BaseException | None = None
         self.reverify: Callable[[int, int | None], bool] | None = None
         self.reverify_tried = False
-        self.reverified = False
+        self.reverified: int | None = None
 
 
 class ContextHooks:
@@ -463,7 +465,7 @@ def _try_alternative(hooks: ConnectionHooks, store_ctx: int, code: int, cert: in
             expired_at = when
     if not reverify(store_ctx, expired_at):
         return 0
-    hooks.reverified = True
+    hooks.reverified = store_ctx
     hooks.check = None  # it ran on the re-verified chain; never again on OpenSSL's
     hooks.verify_failure = None
     X509_STORE_CTX_set_error(store_ctx, X509_V_OK)
@@ -480,7 +482,7 @@ def _verify_callback(preverify_ok: int, store_ctx: int | None) -> int:
             if hooks is not None:
                 X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION)
             return 0
-        if hooks.reverified:
+        if hooks.reverified is not None and hooks.reverified == store_ctx:
             # OpenSSL verified another path (see _try_alternative) and the
             # check accepted it: what remains of the first verification, on
             # the path OpenSSL picked itself, no longer decides.
