@@ -517,3 +517,79 @@ class ProxyProtocolTests(TwistdTestCase):
             self.assertEqual(data, b"")
         self.assertTrue(_wait_for(lambda: "no PROXY header" in _read(proc.log)), _read(proc.log))  # type: ignore[attr-defined]
         self.assert_stops_cleanly(proc)
+
+
+class VersionTests(TwistdTestCase):
+    """``twistls --version`` and ``twistd twistls --version``."""
+
+    def test_cli_and_twistd_plugin_print_the_versions(self) -> None:
+        """Both print one line with the twistls, Twisted, M2Crypto and OpenSSL versions and exit 0."""
+        import sys
+
+        from twistls import __version__
+
+        cli = subprocess.run([sys.executable, "-m", "twistls", "--version"], capture_output=True, text=True, timeout=60)
+        plugin = run_twistd("twistls", "--version")
+        for result in (cli, plugin):
+            self.assertEqual(result.returncode, 0, result.stderr)
+            lines = _lines(result)
+            self.assertEqual(len(lines), 1, lines)
+            self.assertTrue(lines[0].startswith(f"twistls {__version__} (Twisted "), lines)
+            self.assertIn("M2Crypto", lines[0])
+            self.assertIn("OpenSSL", lines[0])
+        self.assertIn("--version", run_twistd("twistls", "--help").stdout)
+
+
+class StartStatusTests(TwistdTestCase):
+    """On start a server logs each certificate it serves and warns of one that expires within 14 days."""
+
+    def soon_leaf(self, days: float) -> str:
+        import datetime
+
+        from tests._pki import HOSTS
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return pki().leaf(f"soon{days:g}", pki().ca, *HOSTS, not_after=now + datetime.timedelta(days=days)).chain
+
+    def wait_log(self, proc: subprocess.Popen[bytes], text: str) -> str:
+        self.assertTrue(_wait_for(lambda: text in _read(proc.log)), _read(proc.log))  # type: ignore[attr-defined]
+        time.sleep(0.3)
+        return _read(proc.log)  # type: ignore[attr-defined]
+
+    def test_echo_logs_status_and_one_expiry_warning(self) -> None:
+        """twistd twistls echo with a certificate expiring in 5 days logs its status for both ports and warns once."""
+        soon = self.soon_leaf(5)
+        port, plain = free_port(), free_port()
+        proc = self.start("echo", "twistls", "echo", "--certificate", soon, "--port", str(port),
+                          "--starttls-port", str(plain), port=port)
+        log = self.wait_log(proc, f"STARTTLS on 127.0.0.1:{plain}")
+        status = [line for line in log.splitlines() if "serves the default certificate" in line]
+        self.assertEqual(len(status), 2, status)
+        self.assertIn(f"TLS on 127.0.0.1:{port} serves the default certificate from {soon!r}", status[0])
+        for line in status:
+            self.assertIn("[twistls#info]", line)
+            self.assertIn("names DNS:localhost", line)
+            self.assertIn("notAfter 20", line)
+        warnings = [line for line in log.splitlines() if "expires in" in line]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("[twistls#warn]", warnings[0])
+        self.assertRegex(warnings[0], r"expires in (4\.9|5\.0) days, on 20")
+        self.assertIn("renew it, then send SIGHUP", warnings[0])
+
+    def test_web_logs_status_of_every_sni_certificate_and_no_warning_for_a_far_expiry(self) -> None:
+        """twistd web --listen twistls: with sniDirectory= names the default and each SNI certificate; only the near one is warned about."""
+        sni = os.path.join(self.tmp, "sni")
+        os.mkdir(sni)
+        _copy(self.soon_leaf(2), os.path.join(sni, "soon.example.pem"))
+        _copy(self.p.server.chain, os.path.join(sni, "far.example.pem"))
+        port = free_port()
+        listen = (f"twistls:{port}:interface=127.0.0.1:certificate={_esc(self.p.server.chain)}"
+                  f":sniDirectory={_esc(sni)}")
+        proc = self.start("web", "web", "--path", self.tmp, "--listen", listen, port=port)
+        log = self.wait_log(proc, "SNI name soon.example")
+        self.assertIn(f"TLS on 127.0.0.1:{port} serves the default certificate from {self.p.server.chain!r}", log)
+        self.assertIn("serves SNI name far.example from", log)
+        warnings = [line for line in log.splitlines() if "[twistls#warn] twistls: the certificate" in line]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("soon.example.pem", warnings[0])
+        self.assertIn("expires in", warnings[0])

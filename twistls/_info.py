@@ -8,6 +8,7 @@ peer-controlled text for terminals and logs.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import re
 from typing import TYPE_CHECKING, Iterable
@@ -15,7 +16,20 @@ from typing import TYPE_CHECKING, Iterable
 if TYPE_CHECKING:
     from cryptography import x509
 
-__all__ = ["describe_certificate", "describe_chain", "san_names", "spki_pin", "printable"]
+__all__ = [
+    "EXPIRY_WARNING_DAYS",
+    "certificate_status",
+    "describe_certificate",
+    "describe_chain",
+    "san_names",
+    "served_certificates",
+    "spki_pin",
+    "printable",
+]
+
+#: A served certificate that expires within this many days is warned about
+#: when a server starts listening (and should be on every reload).
+EXPIRY_WARNING_DAYS = 14
 
 # What printable() escapes: C0 controls, DEL, C1 controls, U+2028/U+2029
 # (line and paragraph separators), the Unicode Bidi_Control characters (ALM,
@@ -116,3 +130,47 @@ def describe_certificate(der: bytes) -> dict[str, object]:
 def describe_chain(chain: Iterable[bytes]) -> list[dict[str, object]]:
     """:func:`describe_certificate` for each certificate, in order."""
     return [describe_certificate(der) for der in chain]
+
+
+def served_certificates(factory: object) -> list[tuple[str | None, str]]:
+    """``(SNI name or None for the default, certificate file)`` of each
+    certificate a :class:`~twistls.context.ServerContextFactory` serves."""
+    served: list[tuple[str | None, str]] = []
+    default = getattr(factory, "certificate", None)
+    if isinstance(default, str):
+        served.append((None, default))
+    table = getattr(factory, "sni_certificates", None) or {}
+    for name, entry in sorted(table.items()):
+        path = entry[0] if isinstance(entry, tuple) else entry
+        if isinstance(path, str):
+            served.append((name, path))
+    return served
+
+
+def certificate_status(path: str, *, now: datetime.datetime | None = None) -> tuple[str, str | None]:
+    """What a status line says about the first certificate in the PEM file
+    ``path``: ``"subject ..., names ..., notAfter ..."``, and a warning when
+    it expired or expires within :data:`EXPIRY_WARNING_DAYS` days (else
+    ``None``).  Escaped with :func:`printable`; never raises (an unreadable
+    file is described as such, without a warning)."""
+    from cryptography import x509
+
+    try:
+        with open(path, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+    except (OSError, ValueError) as exc:
+        return f"(certificate not described: {type(exc).__name__})", None
+    names = ", ".join(san_names(cert, uris=False)) or "none"
+    not_after = cert.not_valid_after_utc
+    text = printable(f"subject {cert.subject.rfc4514_string()}, names {names}, notAfter {not_after.isoformat()}")
+    left = not_after - (now or datetime.datetime.now(datetime.timezone.utc))
+    if left.total_seconds() <= 0:
+        return text, printable(f"the certificate in {path!r} (names {names}) EXPIRED on {not_after.isoformat()}: renew it, then send SIGHUP")
+    if left <= datetime.timedelta(days=EXPIRY_WARNING_DAYS):
+        days = left.total_seconds() / 86400
+        when = f"in {days:.1f} days" if days >= 1 else f"in {left.total_seconds() / 3600:.1f} hours"
+        return text, printable(
+            f"the certificate in {path!r} (names {names}) expires {when}, on {not_after.isoformat()}: "
+            "renew it, then send SIGHUP"
+        )
+    return text, None

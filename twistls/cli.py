@@ -52,14 +52,43 @@ def _add_trust_options(container: argparse._ActionsContainer) -> None:
     container.add_argument("--capath", metavar="D", help="hashed directory of trusted CAs (instead of the system store)")
 
 
+def version_text() -> str:
+    """``twistls 0.1.0 (Twisted 26.10.0, M2Crypto 0.51.0, OpenSSL 3.0.19 ...)``:
+    what ``twistls --version`` and ``twistd twistls --version`` print."""
+    try:
+        import M2Crypto
+        import twisted
+        from M2Crypto import m2
+
+        from twistls import __version__
+
+        openssl = str(getattr(m2, "OPENSSL_VERSION_TEXT", "OpenSSL (version unknown)"))
+        return f"twistls {__version__} (Twisted {twisted.__version__}, M2Crypto {M2Crypto.__version__}, {openssl})"
+    except Exception:  # a broken install still says which twistls it is
+        from twistls import __version__
+
+        return f"twistls {__version__}"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: :func:`version_text` (computed only when asked for)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the versions of twistls, Twisted, M2Crypto and OpenSSL, and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twistls",
         description="Secure-by-default TLS for Twisted, built on M2Crypto.",
     )
-    from twistls import __version__
-
-    parser.add_argument("--version", action="version", version=f"twistls {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     probe = sub.add_parser(

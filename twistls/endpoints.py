@@ -300,7 +300,37 @@ class TLSServerEndpoint(_TLSEndpoint):
         if self.proxy_protocol:
             timeout = self.context_factory.handshake_timeout or _PROXY_HEADER_TIMEOUT
             wrapping = _ProxyHeaderFactory(wrapping, clock=self._clock or _default_clock(), timeout=timeout)
-        return self.wrapped_endpoint.listen(wrapping)
+        listening = self.wrapped_endpoint.listen(wrapping)
+        listening.addCallback(log_serving, self.context_factory)
+        return listening
+
+
+def log_serving(port: Any, context_factory: Any, *, what: str = "TLS", warn: bool = True) -> Any:
+    """Log what a new listener serves: one info line per certificate (its
+    file, subject, names and notAfter), and (with ``warn``) a warning for
+    each that expired or expires within
+    :data:`~twistls._info.EXPIRY_WARNING_DAYS` days.  Returns ``port`` (a
+    ``listen()`` callback)."""
+    from twistls._info import certificate_status, printable, served_certificates
+
+    try:
+        host = port.getHost()
+        where = f"{host.host}:{host.port}" if hasattr(host, "port") else str(host)
+    except Exception:
+        where = "a new port"
+    for name, path in served_certificates(context_factory):
+        status, warning = certificate_status(path)
+        _proxy_log.info(
+            "twistls: {what} on {where} serves {which} from {path}: {status}",
+            what=what,
+            where=printable(where),
+            which="the default certificate" if name is None else f"SNI name {printable(name)}",
+            path=printable(repr(path)),
+            status=status,
+        )
+        if warn and warning is not None:
+            _proxy_log.warn("twistls: {warning}", warning=warning)
+    return port
 
 
 def wrap_client_tls(

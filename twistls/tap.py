@@ -746,6 +746,13 @@ class Options(usage.Options):
         ["echo", None, EchoOptions, "TLS echo server, optionally with a STARTTLS plaintext port"],
     ]
 
+    def opt_version(self) -> None:
+        """Print the versions of twistls, Twisted and OpenSSL, and exit."""
+        from twistls.cli import version_text
+
+        print(version_text())
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError("choose a sub-command: proxy or echo (see --help)")
@@ -775,9 +782,11 @@ class _Listening(StreamServerEndpointService):
     permission) ends twistd at once with one line naming it, instead of a
     logged error and a server that serves nothing."""
 
-    def __init__(self, option: str, endpoint: Any, factory: Any) -> None:
+    def __init__(self, option: str, endpoint: Any, factory: Any, *, starttls_of: Any = None) -> None:
         super().__init__(endpoint, factory)  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.option = option
+        #: The context factory a STARTTLS port upgrades with (its status is logged on start).
+        self.starttls_of = starttls_of
 
     def privilegedStartService(self) -> None:
         from twisted.internet.error import CannotListenError
@@ -798,6 +807,10 @@ class _Listening(StreamServerEndpointService):
 
     def _listening(self, port: Any) -> Any:
         self.port = port
+        if self.starttls_of is not None:  # a twistls: endpoint logs its own
+            from twistls.endpoints import log_serving
+
+            log_serving(port, self.starttls_of, what="STARTTLS", warn=False)  # the TLS port warned
         return port
 
     def factories(self) -> list[Any]:
@@ -920,7 +933,10 @@ def makeService(options: Options) -> service.MultiService:
 
                 timeout = sub["context-factory"].handshake_timeout or _PROXY_HEADER_TIMEOUT
                 wrapping = _ProxyHeaderFactory(wrapping, clock=reactor, timeout=timeout)
-            listening = _Listening(f"--starttls-port {sub['starttls-port']}", sub["starttls-endpoint"], wrapping)
+            listening = _Listening(
+                f"--starttls-port {sub['starttls-port']}", sub["starttls-endpoint"], wrapping,
+                starttls_of=sub["context-factory"],
+            )
             listeners.append(listening)
             listening.setServiceParent(top)  # type: ignore[no-untyped-call]  # Service.setServiceParent is unannotated
     _Draining(listeners, sub["drain-timeout"]).setServiceParent(top)  # type: ignore[no-untyped-call]
