@@ -349,7 +349,13 @@ class ClientContextFactory(_ContextFactory):
         self.check_usable()
         checker = self._checker
         verifier = None if checker is None else _verifier(checker)
-        engine = TLSEngine(self._handle, client=True, server_hostname=self._sni, verifier=verifier)
+        engine = TLSEngine(
+            self._handle,
+            client=True,
+            server_hostname=self._sni,
+            verifier=verifier,
+            alternate_path=None if checker is None else checker.alternate_path,
+        )
         cache = self._sessions
         if cache is not None:
             host, port = peer_address if peer_address is not None else (self.hostname, None)
