@@ -54,6 +54,19 @@ class PortInUseTests(TwistdTestCase):
             self.assertIn("in use", errors[0])
             self.assertNotIn("Traceback", result.stdout + result.stderr)
 
+    def test_web_listen_string_exits_at_once_naming_the_port(self) -> None:
+        """twistd web --listen twistls: on a busy port exits 1 at once with one critical line naming the port, no traceback."""
+        port = _busy_port(self)
+        listen = f"twistls:{port}:certificate={_esc(self.p.server.chain)}:interface=127.0.0.1"
+        started = time.monotonic()
+        result = run_twistd("web", "--path", self.tmp, "--listen", listen, timeout=30)
+        self.assertLess(time.monotonic() - started, 25)
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        errors = [line for line in _lines(result) if "#critical]" in line or "#error]" in line]
+        self.assertEqual(len(errors), 1, result.stdout + result.stderr)
+        self.assertIn(f"cannot listen on 127.0.0.1:{port}: Address already in use", errors[0])
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+
     def test_free_port_keeps_serving(self) -> None:
         """The same echo command on a free port keeps running and serving (the twin of the busy-port test)."""
         port = free_port()

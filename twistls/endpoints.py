@@ -301,8 +301,54 @@ class TLSServerEndpoint(_TLSEndpoint):
             timeout = self.context_factory.handshake_timeout or _PROXY_HEADER_TIMEOUT
             wrapping = _ProxyHeaderFactory(wrapping, clock=self._clock or _default_clock(), timeout=timeout)
         listening = self.wrapped_endpoint.listen(wrapping)
+        _exit_if_twistd_cannot_listen(listening, sys._getframe(1))
         listening.addCallback(log_serving, self.context_factory)
         return listening
+
+
+def _exit_if_twistd_cannot_listen(listening: Deferred[Any], caller: FrameType | None) -> None:
+    """When twistd starts its application (``twistd web --listen twistls:...``)
+    and the port cannot be opened (in use, no permission), log one line
+    naming the address and end the process with status 1: twistd would
+    print a 40-line traceback.  ``twistd twistls`` (whose own services say
+    which option failed) and every other caller get the failed Deferred.
+
+    Raises:
+        SystemExit: under twistd's start-up, for a port that cannot be opened.
+    """
+    from twisted.internet.error import CannotListenError
+
+    failed: list[Failure] = []
+    if not listening.called:
+        return
+
+    def keep(failure: Failure) -> Failure:
+        failed.append(failure)
+        return failure
+
+    listening.addErrback(keep)
+    if not failed or failed[0].check(CannotListenError) is None:
+        return
+    frame, starting = caller, False
+    for _ in range(40):
+        if frame is None:
+            break
+        module = frame.f_globals.get("__name__")
+        if module == "twistls.tap":
+            return  # its _Listening names the option
+        if frame.f_code.co_name == "startApplication" and module in ("twisted.scripts._twistd_unix", "twisted.scripts._twistw"):
+            starting = True
+            break
+        frame = frame.f_back
+    if not starting:
+        return
+    exc = failed[0].value
+    listening.addErrback(lambda _failure: None)  # reported here, once
+    where = f"{getattr(exc, 'interface', '') or '*'}:{getattr(exc, 'port', '?')}"
+    socket_error = getattr(exc, "socketError", None)
+    reason = getattr(socket_error, "strerror", None) or str(socket_error)
+    _proxy_log.critical("twistls: cannot listen on {where}: {reason}", where=where, reason=reason)
+    raise SystemExit(1)
 
 
 def log_serving(port: Any, context_factory: Any, *, what: str = "TLS", warn: bool = True) -> Any:
