@@ -248,26 +248,6 @@ def _handshake_reverify(ref: weakref.ReferenceType[TLSEngine]) -> Callable[[int,
     return reverify
 
 
-def _alternate_path_of(verifier: Verifier | None) -> AlternatePath | None:
-    """The ``alternate_path`` of the :class:`~twistls.checker.Checker` a
-    verifier closes over (the client factory's verifier is a closure over
-    its Checker) or is bound to, or ``None``.  (The factory could pass
-    ``alternate_path=checker.alternate_path`` itself; this finds it until
-    it does.)"""
-    candidates = [getattr(verifier, "__self__", None)]  # a bound Checker.check
-    for cell in getattr(verifier, "__closure__", None) or ():
-        try:
-            candidates.append(cell.cell_contents)
-        except ValueError:  # an empty cell
-            continue
-    for target in candidates:
-        if type(target).__name__ == "Checker" and type(target).__module__ == "twistls.checker":
-            finder = getattr(target, "alternate_path", None)
-            if callable(finder):
-                return finder  # type: ignore[no-any-return]
-    return None
-
-
 def _free_ssl(ssl: m2types.SSL, token: int, hooks: _ossl.ConnectionHooks, sessions: list[int]) -> None:
     # ``hooks`` rides along so that it outlives the SSL its callbacks serve.
     m2.ssl_free(ssl)
@@ -311,8 +291,7 @@ class TLSEngine:
             (pyca's, for the strict PKI profile) is verified again by
             OpenSSL, and the verifier run on it; the connection is accepted
             only if both accept, and that chain is then the verified chain.
-            Default: the ``alternate_path`` of the
-            :class:`~twistls.checker.Checker` the verifier closes over.
+            A client factory passes its Checker's ``alternate_path``.
 
     Raises:
         ConfigurationError: OpenSSL could not create the connection or
@@ -335,7 +314,7 @@ class TLSEngine:
         self.client = client
         self._context = context
         self._verifier = verifier
-        self._alternate_path = alternate_path if alternate_path is not None else _alternate_path_of(verifier)
+        self._alternate_path = alternate_path
         ssl = m2.ssl_new(context.ptr)
         if ssl is None:
             raise ConfigurationError("OpenSSL could not create an SSL object: " + "; ".join(_ossl.drain_errors()))
