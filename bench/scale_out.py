@@ -11,7 +11,9 @@ ratios see the same machine load:
   (``--clients`` Python ``ssl`` loops, one connection at a time each: verified
   handshake, 1-byte echo, close_notify);
 * the server's CPU per handshake, read from ``/proc/<pid>/stat`` (utime +
-  stime) of each worker before and after the load.
+  stime) of each worker before and after the load;
+* a control: N independent ``reusePort=yes`` processes without a supervisor,
+  which tells what the worker machinery costs from what N processes cost.
 
 See bench/README.md ("Scale-out").  Results also go to
 ``bench/results/scale-out-<time>.json``.  Every wait is bounded and every
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -234,8 +237,9 @@ def one_connection(ctx: ssl.SSLContext, port: int, session: ssl.SSLSession | Non
             s.sendall(b"x")
             if s.recv(1) != b"x":  # reading also takes in the TLS 1.3 tickets, sent before the echo
                 raise OSError("no echo")
-            resumed, new = s.session_reused, s.session
-            _LAST_SUITE[0] = s.cipher()[0]
+            resumed, new = bool(s.session_reused), s.session
+            cipher = s.cipher()
+            _LAST_SUITE[0] = cipher[0] if cipher else None
             s.unwrap()
         finally:
             s.close()
@@ -287,7 +291,7 @@ def load_client(port: int, cafile: str, mode: str, start: float, end: float) -> 
     print(json.dumps({"handshakes": done, "resumed": resumed, "errors": errors, "cpu": cpu, "suite": suite}), flush=True)
 
 
-def measure(server: Server, mode: str, seconds: float, clients: int, cafile: str, cnf: str, tmp: str) -> dict:
+def measure(server: Server, mode: str, seconds: float, clients: int, cafile: str, cnf: str, tmp: str) -> dict[str, Any]:
     """``clients`` load-generator processes against ``server`` for ``seconds``."""
     ahead = 0.8
     start = time.time() + ahead
@@ -364,7 +368,7 @@ def measure(server: Server, mode: str, seconds: float, clients: int, cafile: str
 # ---------------------------------------------------------------------------------------------
 
 
-def _med(values: list) -> float | None:
+def _med(values: list[Any]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
 
@@ -445,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         servers.remove(nokey)
 
         # Load: the configurations interleaved within each run, full then resumed.
-        results: list[dict] = []
+        results: list[dict[str, Any]] = []
         for run in range(runs):
             for mode in ("full", "resumed"):
                 for s in loaded:
