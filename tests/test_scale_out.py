@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import socketserver
 import ssl
 import subprocess
+import threading
 import time
 
 from tests.test_twistd import TwistdTestCase, _esc, _read, free_port
@@ -39,10 +41,10 @@ class ScaleOutTests(TwistdTestCase):
         self.keys = os.path.join(self.tmp, "tickets.key")
         rotate_key_file(self.keys)
 
-    def serve(self, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    def serve(self, *extra: str, mode: tuple[str, ...] = ("echo",)) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
         listen = f"twistls:{port}:certificate={_esc(self.p.server.cert)}:privateKey={_esc(self.p.server.key)}:interface=127.0.0.1"
-        proc = self.start("workers", "twistls", "echo", "--listen", listen, "--workers", "2", *extra, port=port)
+        proc = self.start("workers", "twistls", *mode, "--listen", listen, "--workers", "2", *extra, port=port)
         self.wait_for(lambda: len(_children(proc.pid)) == 2, "two workers", proc)
         time.sleep(0.5)  # both listening
         return proc, port
@@ -83,6 +85,26 @@ class ScaleOutTests(TwistdTestCase):
         self.setUpContext()
         proc, port = self.serve("--ticket-key-file", self.keys)
         self.assertGreaterEqual(self.resumption_rate(port), 0.95)
+
+    def test_proxy_workers_serve_a_verifying_client_and_resume_across_workers(self) -> None:
+        """``twistd twistls proxy --workers 2 --ticket-key-file``: a verifying client reaches the backend
+        through either worker and resumes on both."""
+        self.setUpContext()
+
+        class Echo(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                while data := self.request.recv(4096):
+                    self.request.sendall(data)
+
+        backend = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+        backend.daemon_threads = True
+        threading.Thread(target=backend.serve_forever, daemon=True).start()
+        self.addCleanup(backend.server_close)
+        self.addCleanup(backend.shutdown)
+        connect = f"tcp:127.0.0.1:{backend.server_address[1]}"
+        proc, port = self.serve("--ticket-key-file", self.keys, mode=("proxy", "--connect", connect))
+        self.assertGreaterEqual(self.resumption_rate(port), 0.95)
+        self.assertEqual(len(_children(proc.pid)), 2)
 
     def test_without_shared_keys_some_resumptions_fail(self) -> None:
         """The twin: without the file each worker has its own key, and about half the attempts resume."""
