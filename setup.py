@@ -18,6 +18,6 @@ from setuptools import setup
 # and the ``twistd twistls`` plugin.  Regular installs are unchanged.
 setup(
     package_dir={"": "."},
-    packages=["twistls", "twisted.plugins"],
+    packages=["twistls", "twistls._libssl", "twisted.plugins"],
     package_data={"twistls": ["py.typed"], "twisted.plugins": ["twistls_*.py"]},
 )

@@ -21,6 +21,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twistls import ClientContextFactory, ServerContextFactory
 from twistls import _openssl as _ossl
+from twistls._libssl import chain as _libssl_chain
+from twistls._libssl import extensions as _libssl_extensions
+from twistls._libssl import handshake as _libssl_handshake
 from twistls._engine import Failed, HandshakeCompleted, PlaintextReceived, TLSEngine
 from twistls.checker import spki_sha256
 from twistls.errors import (
@@ -286,7 +289,7 @@ class FailClosedTests(SynchronousTestCase):
         def broken(stack: object) -> list[bytes]:
             raise _Interrupt()
 
-        self.patch(_ossl, "stack_der", broken)
+        self.patch(_libssl_handshake, "stack_der", broken)
         pair = run(ClientContextFactory("localhost", cafile=p.cafile), ServerContextFactory(p.server.cert, p.server.key))
         self._assert_closed(pair, "client")
 
@@ -298,7 +301,7 @@ class FailClosedTests(SynchronousTestCase):
         def broken(hooks: object, name: object) -> None:
             raise _Interrupt()
 
-        self.patch(_ossl, "sni_choose", broken)
+        self.patch(_libssl_extensions, "sni_choose", broken)
         pair = run(ClientContextFactory("localhost", cafile=p.cafile), server)
         self._assert_closed(pair, "server")
         self.assertIsInstance(error(pair), PeerAlertError)
@@ -425,7 +428,7 @@ class ReverificationAttackTests(SynchronousTestCase):
         other = self_signed("example.com")[0]
         engine._alternate_path = lambda presented: [other, case.intermediates[1], case.anchors[1]]
         calls: list[object] = []
-        self.patch(_ossl, "reverify", lambda *args: calls.append(args))
+        self.patch(_libssl_chain, "reverify", lambda *args: calls.append(args))
         pair = self._handshake(engine)
         self.assertFalse(pair.client.handshake_done)
         self.assertEqual(calls, [])
@@ -457,12 +460,12 @@ class ReverificationAttackTests(SynchronousTestCase):
             self.assertIsNotNone(_ossl.reverify(store, param, 1, b"ssl_server", leaf, [via_b]))
             self.assertIsNone(_ossl.reverify(store, param, 1, b"ssl_server", leaf, [via_a]))
             self.assertRaises(MemoryError, _ossl.reverify, store, param, 1, b"ssl_server", leaf, [via_b, b"\x30\x03junk"])
-            real_push = _ossl.OPENSSL_sk_push
-            _ossl.OPENSSL_sk_push = lambda stack, x509: 0  # type: ignore[assignment]
+            real_push = _libssl_chain.OPENSSL_sk_push
+            _libssl_chain.OPENSSL_sk_push = lambda stack, x509: 0  # type: ignore[assignment]
             try:
                 self.assertRaises(MemoryError, _ossl.reverify, store, param, 1, b"ssl_server", leaf, [via_a, via_b])
             finally:
-                _ossl.OPENSSL_sk_push = real_push
+                _libssl_chain.OPENSSL_sk_push = real_push
 
         for _ in range(200):
             once()

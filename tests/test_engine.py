@@ -774,12 +774,12 @@ class ReverificationTests(SynchronousTestCase):
 
     def test_reverification_fails_closed(self) -> None:
         """An allocation failure while re-verifying is a refusal with OpenSSL's first error."""
-        from twistls import _openssl as ossl
+        from twistls._libssl import chain
 
         def out_of_memory(*args: Any) -> None:
             raise MemoryError("simulated")
 
-        self.patch(ossl, "reverify", out_of_memory)
+        self.patch(chain, "reverify", out_of_memory)
         pair = self._handshake("alternate-path-constrained-first")
         self.assertNotIn(HandshakeCompleted, _kinds(pair.client_events))
         self.assertIn("excluded", str(_failure(pair.client_events)))
@@ -787,9 +787,9 @@ class ReverificationTests(SynchronousTestCase):
 
     def test_reverification_that_openssl_refuses_is_a_refusal(self) -> None:
         """If OpenSSL refuses pyca's path too, the first failure stands."""
-        from twistls import _openssl as ossl
+        from twistls._libssl import chain
 
-        self.patch(ossl, "reverify", lambda *args: None)
+        self.patch(chain, "reverify", lambda *args: None)
         pair = self._handshake("alternate-path-constrained-first")
         self.assertNotIn(HandshakeCompleted, _kinds(pair.client_events))
         self.assertEqual(pair.received("server"), b"")

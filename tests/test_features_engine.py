@@ -604,11 +604,11 @@ class SNICombinationTests(SynchronousTestCase):
 
     def test_failing_callback_is_fatal(self):
         """An exception inside the servername callback fails the handshake instead of passing silently."""
-        from twistls import _openssl
+        from twistls._libssl import extensions
 
         p = pki()
         server = self.server()
-        self.patch(_openssl, "sni_choose", lambda ctx, name: 1 // 0)
+        self.patch(extensions, "sni_choose", lambda ctx, name: 1 // 0)
         pair = handshake(ClientContextFactory("a.example", cafile=p.cafile), server)
         self.assertFalse(pair.client.handshake_done)
         self.assertIsNotNone(failure(pair, "server"))

@@ -699,7 +699,7 @@ class TLSEngine:
         """
         saved = (self._checked_chains, self._check_error, self._checked_in_handshake)
         try:
-            presented = _ossl._presented_chain(store_ctx)
+            presented = _ossl.presented_chain(store_ctx)
             if not presented:
                 return False
             attempts: list[tuple[list[bytes], int | None]] = []
