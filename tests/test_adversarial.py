@@ -211,7 +211,7 @@ class ResumptionTests(SynchronousTestCase):
         """A session resumed under another expected name fails the Checker on the stored chain."""
         client, server, session, chain = self._session()
         other = client.with_hostname("other.example")
-        engine = TLSEngine(other._handle, client=True, server_hostname="localhost", verifier=other.create_engine()._verifier)
+        engine = TLSEngine(other._handle, client=True, server_hostname="localhost", verifier=other.create_engine()._peer.verifier)
         engine.use_session(session, chain)
         pair = run(engine, server)
         self.assertTrue(engine.session_reused())
@@ -221,7 +221,7 @@ class ResumptionTests(SynchronousTestCase):
     def test_session_without_chain_refused(self) -> None:
         """A verifying engine that resumes a session with no verified chain refuses the peer."""
         client, server, session, _ = self._session()
-        engine = TLSEngine(client._handle, client=True, server_hostname="localhost", verifier=client.create_engine()._verifier)
+        engine = TLSEngine(client._handle, client=True, server_hostname="localhost", verifier=client.create_engine()._peer.verifier)
         engine.use_session(session)
         pair = run(engine, server)
         self.assertTrue(engine.session_reused())
@@ -414,7 +414,7 @@ class ReverificationAttackTests(SynchronousTestCase):
         client = ClientContextFactory("example.com", cafile=anchors, session_cache_size=0)
         engine = client.create_engine()
         constrained = [case.leaf, case.intermediates[0], case.anchors[0]]  # via the constraining root
-        engine._alternate_path = lambda presented: list(constrained)
+        engine._peer.alternate_path = lambda presented: list(constrained)
         pair = self._handshake(engine)
         self.assertFalse(pair.client.handshake_done)
         self.assertEqual(pair.received("server"), b"")
@@ -426,7 +426,7 @@ class ReverificationAttackTests(SynchronousTestCase):
         client = ClientContextFactory("example.com", cafile=anchors, session_cache_size=0)
         engine = client.create_engine()
         other = self_signed("example.com")[0]
-        engine._alternate_path = lambda presented: [other, case.intermediates[1], case.anchors[1]]
+        engine._peer.alternate_path = lambda presented: [other, case.intermediates[1], case.anchors[1]]
         calls: list[object] = []
         self.patch(_libssl_chain, "reverify", lambda *args: calls.append(args))
         pair = self._handshake(engine)
@@ -442,7 +442,7 @@ class ReverificationAttackTests(SynchronousTestCase):
         def interrupt(presented: object) -> None:
             raise _Interrupt()
 
-        engine._alternate_path = interrupt
+        engine._peer.alternate_path = interrupt
         pair = self._handshake(engine)
         self.assertFalse(pair.client.handshake_done)
         self.assertEqual(pair.received("server"), b"")

@@ -44,7 +44,7 @@ _WHERE: dict[str, str] = {
     "ClientContextFactory": "twistls.context",
     "ServerContextFactory": "twistls.context",
     "reload_on_sighup": "twistls._reload",
-    "ConnectionInfo": "twistls._engine",
+    "ConnectionInfo": "twistls._events",
     "TLSProtocolWrapper": "twistls.protocol",
     "TLSWrappingFactory": "twistls.protocol",
     "wrap_client_tls": "twistls.endpoints",
@@ -71,7 +71,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     # ``name as name``: an explicit re-export, so that type checkers see the lazy names.
-    from twistls._engine import (
+    from twistls._events import (
         ConnectionInfo as ConnectionInfo,
     )
     from twistls.checker import (

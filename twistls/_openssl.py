@@ -17,4 +17,5 @@ from twistls._libssl.hooks import *  # noqa: F401,F403
 from twistls._libssl.hooks import _SSL_SLOT as _SSL_SLOT
 from twistls._libssl.lib import *  # noqa: F401,F403
 from twistls._libssl.lib import _fn as _fn
+from twistls._libssl.records import *  # noqa: F401,F403
 from twistls._libssl.sessions import *  # noqa: F401,F403

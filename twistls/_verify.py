@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from twistls import _openssl as _ossl
-from twistls._engine import verification_failure
+from twistls._peercheck import verification_failure
 from twistls._info import printable
 from twistls.errors import ConfigurationError, PKIProfileError, VerificationError, _raw_message
 

@@ -14,7 +14,8 @@ M2Crypto's extension loaded, so pointers taken from M2Crypto objects
 * :mod:`.extensions` ALPN, server SNI and the key log;
 * :mod:`.sessions` the session cache and session-ticket keys;
 * :mod:`.chain` chains in DER and re-verification on another path;
-* :mod:`.config` context settings and connection queries.
+* :mod:`.config` context settings and connection queries;
+* :mod:`.records` the engine's read path (decrypted records into one buffer).
 
 :mod:`twistls._openssl` re-exports all of it under one name.
 

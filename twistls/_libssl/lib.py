@@ -157,7 +157,7 @@ VERIFY_FAIL_IF_NO_PEER_CERT = 2
 
 # --- SSL -------------------------------------------------------------------
 SSL_get_error = _fn(libssl, "SSL_get_error", c_int, _vp, c_int)
-# The engine's read path: decrypt straight into a reusable buffer (see _engine._read).
+# The engine's read path: decrypt straight into a reusable buffer (see records.py).
 SSL_read_ex = _fn(libssl, "SSL_read_ex", c_int, _vp, _vp, c_size_t, POINTER(c_size_t))
 SSL_ctrl = _fn(libssl, "SSL_ctrl", c_long, _vp, c_int, c_long, _vp)
 SSL_session_reused = _fn(libssl, "SSL_session_reused", c_int, _vp)
