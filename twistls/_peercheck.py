@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AlternatePath",
     "PeerCheck",
+    "alternatives",
     "Verifier",
     "handshake_failure",
     "live_peer_chain",
@@ -141,16 +142,7 @@ class PeerCheck:
             presented = _ossl.presented_chain(store_ctx)
             if not presented:
                 return False
-            attempts: list[tuple[list[bytes], int | None]] = []
-            if expired_at is not None:
-                attempts.append((presented, expired_at - 1))
-            finder = self.alternate_path
-            path = finder(presented) if finder is not None else None
-            if path and len(path) >= 2 and path[0] == presented[0]:
-                attempts.append((path[:-1], None))  # the anchor comes from the store
-                if expired_at is not None:
-                    attempts.append((path[:-1], expired_at - 1))
-            for chain, at in attempts:
+            for chain, at in alternatives(presented, expired_at, self.alternate_path):
                 verified = _ossl.reverify_in_handshake(store_ctx, chain[0], chain[1:], at)
                 if verified is None:
                     continue
@@ -213,6 +205,30 @@ class PeerCheck:
             error.__cause__ = exc
             return error
         return None
+
+
+def alternatives(
+    presented: list[bytes], expired_at: int | None, alternate_path: AlternatePath | None, at: int | None = None
+) -> list[tuple[list[bytes], int | None]]:
+    """The alternatives to verify again after a failed verification of the
+    ``presented`` chain, in order, as (untrusted chain, leaf first; the time
+    to verify at, ``None``: as the parameters say).
+
+    With ``expired_at`` (a certificate expires exactly then), the same
+    certificates a second earlier; then the path ``alternate_path`` finds,
+    without its trust anchor (it comes from the store), at ``at`` (and a
+    second before ``expired_at``).  A path for another leaf is never tried.
+    ``alternate_path``'s exceptions propagate.
+    """
+    attempts: list[tuple[list[bytes], int | None]] = []
+    if expired_at is not None:
+        attempts.append((presented, expired_at - 1))
+    path = alternate_path(presented) if alternate_path is not None else None
+    if path and len(path) >= 2 and path[0] == presented[0]:
+        attempts.append((path[:-1], at))
+        if expired_at is not None:
+            attempts.append((path[:-1], expired_at - 1))
+    return attempts
 
 
 def _weak_check(ref: weakref.ReferenceType[PeerCheck]) -> Callable[[list[bytes], list[bytes] | None], int]:

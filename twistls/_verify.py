@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from twistls import _openssl as _ossl
-from twistls._peercheck import verification_failure
+from twistls._peercheck import alternatives, verification_failure
 from twistls._info import printable
 from twistls.errors import ConfigurationError, PKIProfileError, VerificationError, _raw_message
 
@@ -118,14 +118,7 @@ def _collect(preverify_ok: int, store_ctx: int | None) -> int:
         if not preverify_ok and store_ctx:
             code = _ossl.X509_STORE_CTX_get_error(store_ctx)
             depth = _ossl.X509_STORE_CTX_get_error_depth(store_ctx)
-            subject = ""
-            cert = _ossl.X509_STORE_CTX_get_current_cert(store_ctx)
-            if cert:
-                name = _ossl.X509_get_subject_name(cert)
-                if name:
-                    buf = ctypes.create_string_buffer(512)
-                    _ossl.X509_NAME_oneline(name, buf, 512)
-                    subject = buf.value.decode("utf-8", "replace")
+            subject = _ossl.subject_line(_ossl.X509_STORE_CTX_get_current_cert(store_ctx))
             seen = _problems.setdefault(store_ctx, [])
             if (code, depth) not in [(c, d) for c, d, _ in seen]:
                 seen.append((code, depth, subject))
@@ -268,7 +261,7 @@ def verify_certificate(
             found.append((code, _ossl.X509_STORE_CTX_get_error_depth(store_ctx), ""))
         _ossl.drain_errors()
         result.problems.extend(verification_failure(c, d, s) for c, d, s in found)
-        built_der = _m2_chain(store_ctx)
+        built_der = _ossl.stack_der(_ossl.X509_STORE_CTX_get0_chain(store_ctx), limit=None)
         result.problems.extend(check(built_der or None))
         if result.problems:
             # As a live client does (see TLSEngine._reverify_during_handshake):
@@ -313,15 +306,8 @@ def _alternative(
         if code == _ossl.X509_V_ERR_CERT_HAS_EXPIRED and 0 <= depth < len(built) and _expires_exactly(built[depth], when):
             expired_at = when
             break
-    attempts: list[tuple[list[bytes], int | None]] = []
-    if expired_at is not None:
-        attempts.append((sent, expired_at - 1))
     finder = getattr(checker, "alternate_path", None)
-    path = finder(sent) if finder is not None else None
-    if path and len(path) >= 2 and path[0] == sent[0]:
-        attempts.append((path[:-1], None if at is None else int(at.timestamp())))
-        if expired_at is not None:
-            attempts.append((path[:-1], expired_at - 1))
+    attempts = alternatives(sent, expired_at, finder, None if at is None else int(at.timestamp()))
     param = _ossl.SSL_CTX_get0_param(ctx)
     level = _ossl.SSL_CTX_get_security_level(ctx)
     for chain, when_at in attempts:
@@ -332,32 +318,6 @@ def _alternative(
         if verified is not None and not check(verified):
             return verified
     return None
-
-
-_X509_STORE_CTX_get0_chain = _ossl._fn(_ossl.libcrypto, "X509_STORE_CTX_get0_chain", ctypes.c_void_p, ctypes.c_void_p)
-_OPENSSL_sk_num = _ossl._fn(_ossl.libcrypto, "OPENSSL_sk_num", ctypes.c_int, ctypes.c_void_p)
-_OPENSSL_sk_value = _ossl._fn(_ossl.libcrypto, "OPENSSL_sk_value", ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
-_i2d_X509 = _ossl._fn(
-    _ossl.libcrypto, "i2d_X509", ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte))
-)
-
-
-def _m2_chain(store_ctx: int) -> list[bytes]:
-    """The chain OpenSSL built (borrowed pointers, copied out as DER)."""
-    stack = _X509_STORE_CTX_get0_chain(store_ctx)
-    if not stack:
-        return []
-    out: list[bytes] = []
-    for i in range(_OPENSSL_sk_num(stack)):
-        cert = _OPENSSL_sk_value(stack, i)
-        size = _i2d_X509(cert, None)
-        if size <= 0:
-            continue
-        buf = (ctypes.c_ubyte * size)()
-        ptr = ctypes.cast(buf, ctypes.POINTER(ctypes.c_ubyte))
-        _i2d_X509(cert, ctypes.byref(ptr))
-        out.append(bytes(buf))
-    return out
 
 
 def format_result(result: VerifyResult, certificate: str) -> str:

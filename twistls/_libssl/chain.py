@@ -12,6 +12,8 @@ import time
 from ctypes import POINTER, c_ubyte
 
 from twistls._libssl.lib import (
+    X509_get_subject_name,
+    X509_NAME_oneline,
     d2i_X509,
     ERR_pop_to_mark,
     ERR_set_mark,
@@ -80,12 +82,25 @@ def der_of(x509: int | None) -> bytes | None:
     return bytes(buf)
 
 
-def stack_der(stack: int | None) -> list[bytes]:
-    """The certificates of a ``STACK_OF(X509)`` in DER, in order (empty for NULL)."""
+def subject_line(cert: int | None) -> str:
+    """The subject of ``X509*`` ``cert`` (borrowed) as OpenSSL prints it on
+    one line (``""`` for NULL or no name)."""
+    name = X509_get_subject_name(cert) if cert else None
+    if not name:
+        return ""
+    buf = ctypes.create_string_buffer(512)
+    X509_NAME_oneline(name, buf, 512)
+    return buf.value.decode("utf-8", "replace")
+
+
+def stack_der(stack: int | None, *, limit: int | None = 64) -> list[bytes]:
+    """The certificates of a ``STACK_OF(X509)`` in DER, in order (empty for
+    NULL), at most the first ``limit`` (``None``: all)."""
     if not stack:
         return []
     chain: list[bytes] = []
-    for i in range(min(OPENSSL_sk_num(stack), 64)):
+    count = OPENSSL_sk_num(stack)
+    for i in range(count if limit is None else min(count, limit)):
         der = der_of(OPENSSL_sk_value(stack, i))
         if der is not None:
             chain.append(der)

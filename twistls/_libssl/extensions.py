@@ -12,11 +12,7 @@ import stat
 from ctypes import c_ubyte
 from typing import Any
 
-from twistls._libssl.hooks import (
-    ContextHooks,
-    ctx_hooks,
-    ssl_hooks,
-)
+from twistls._libssl.hooks import ContextHooks, ctx_hooks, ssl_hooks
 from twistls._libssl.lib import (
     ALPN_SELECT_CB,
     CTRL_SET_TLSEXT_SERVERNAME_CB,

@@ -15,6 +15,7 @@ from ctypes import POINTER, c_size_t, c_ubyte
 from typing import Any
 
 from twistls._libssl.chain import (
+    subject_line,
     check_time,
     checks_crls,
     der_of,
@@ -22,10 +23,7 @@ from twistls._libssl.chain import (
     stack_der,
     store_ssl,
 )
-from twistls._libssl.hooks import (
-    ConnectionHooks,
-    ssl_hooks,
-)
+from twistls._libssl.hooks import ConnectionHooks, ssl_hooks
 from twistls._libssl.lib import (
     CLIENT_HELLO_CB,
     CTRL_GET_MAX_PROTO_VERSION,
@@ -46,8 +44,6 @@ from twistls._libssl.lib import (
     TLS1_2_VERSION,
     TLS1_3_VERSION,
     VERIFY_CB,
-    X509_get_subject_name,
-    X509_NAME_oneline,
     X509_STORE_CTX_get0_cert,
     X509_STORE_CTX_get0_chain,
     X509_STORE_CTX_get0_untrusted,
@@ -69,15 +65,6 @@ from twistls._libssl.lib import (
 # Checker), so a rejection fails the handshake with an alert.  Anything
 # unexpected (no hooks, an exception) fails the handshake: it never lets a
 # peer through that OpenSSL or the check did not accept.
-
-
-def _subject(cert: int | None) -> str:
-    name = X509_get_subject_name(cert) if cert else None
-    if not name:
-        return ""
-    buf = ctypes.create_string_buffer(512)
-    X509_NAME_oneline(name, buf, 512)
-    return buf.value.decode("utf-8", "replace")
 
 
 def presented_chain(store_ctx: int) -> list[bytes]:
@@ -133,7 +120,7 @@ def _verify_callback(preverify_ok: int, store_ctx: int | None) -> int:
             code = X509_STORE_CTX_get_error(store_ctx)
             cert = X509_STORE_CTX_get_current_cert(store_ctx)
             if hooks.verify_failure is None:
-                hooks.verify_failure = (code, depth, _subject(cert))
+                hooks.verify_failure = (code, depth, subject_line(cert))
             if hooks.accept_unverified:
                 return 1
             return _try_alternative(hooks, store_ctx, code, cert)

@@ -10,11 +10,7 @@ from __future__ import annotations
 import ctypes
 import threading
 
-from twistls._libssl.lib import (
-    ERR_clear_error,
-    SSL_get_error,
-    SSL_read_ex,
-)
+from twistls._libssl.lib import ERR_clear_error, SSL_get_error, SSL_read_ex
 
 #: Plaintext decrypted by one :func:`read_plaintext` call is gathered in a
 #: per-thread buffer of this size, then copied out once.

@@ -11,11 +11,7 @@ import ctypes
 from ctypes import c_void_p
 from typing import Any
 
-from twistls._libssl.hooks import (
-    ContextHooks,
-    ctx_hooks,
-    ssl_hooks,
-)
+from twistls._libssl.hooks import ContextHooks, ctx_hooks, ssl_hooks
 from twistls._libssl.lib import (
     CTRL_SET_SESS_CACHE_MODE,
     CTRL_SET_SESS_CACHE_SIZE,
