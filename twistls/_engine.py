@@ -5,7 +5,10 @@ Bytes that arrived from the network go in with :meth:`TLSEngine.receive_bytes`
 wants to send goes in with :meth:`TLSEngine.send_plaintext`; bytes to put on
 the wire come out of :meth:`TLSEngine.bytes_to_send` and what happened comes
 back as a list of events.  The engine owns no socket, no reactor and imports
-nothing from Twisted, so tests can drive two engines back to back.
+nothing from Twisted, so tests can drive two engines back to back.  Around
+it: its events and :class:`ConnectionInfo` (:mod:`twistls._events`), the
+peer check (:mod:`twistls._peercheck`), the ``SSL_CTX`` owner
+(:mod:`twistls._ctxhandle`) and the libssl binding (:mod:`twistls._openssl`).
 
 Contract kept by the engine:
 

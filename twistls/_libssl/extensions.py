@@ -1,7 +1,5 @@
-"""ALPN, server-side SNI and the key log (issue 4).
-
-Each callback is a module-level ``CFUNCTYPE`` object that lives as long as
-the process; its state sits on the hooks objects (:mod:`.hooks`).
+"""ALPN, server-side SNI and the key log (issue 4): the callbacks, the
+setters that install them on a context, and the key-log file's safe opening.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Session resumption: the client's new-session callback, the server's
-session cache, and session-ticket keys shared by a fleet.
-
-Each callback is a module-level ``CFUNCTYPE`` object that lives as long as
-the process; its state sits on the hooks objects (:mod:`.hooks`).
+session cache, and session-ticket keys shared by a fleet (the ticket-key
+callback hands them to OpenSSL's own AES-256-CBC and HMAC-SHA256).
 """
 
 from __future__ import annotations
