@@ -776,3 +776,27 @@ class SessionOfferTests(SynchronousTestCase):
         self.assertIsNone(sessions.offer(key, refuse))
         self.assertEqual(len(sessions), 0)
         self.assertIsNone(sessions.offer(key, None))
+
+
+class ReloadExpiryWarningTests(SynchronousTestCase):
+    """A reload that brings in a certificate expiring soon warns, as the start-up status line does."""
+
+    def test_reload_to_a_near_expiry_certificate_warns(self) -> None:
+        import datetime
+
+        from tests._pki import HOSTS
+
+        p = pki()
+        factory = ServerContextFactory(p.server.cert, p.server.key)
+        soon = p.leaf("reload-soon", p.ca, *HOSTS, not_after=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=3))
+        with self.assertLogs("twistls", logging.WARNING) as cm:
+            factory.reload(soon.cert, soon.key)
+        self.assertTrue(any("expires in" in line for line in cm.output), cm.output)
+
+    def test_reload_to_a_far_expiry_certificate_does_not_warn(self) -> None:
+        """The twin: the usual test certificate (valid for months) reloads without a warning."""
+        p = pki()
+        factory = ServerContextFactory(p.server.cert, p.server.key)
+        with self.assertLogs("twistls", logging.INFO) as cm:
+            factory.reload(p.server.cert, p.server.key)
+        self.assertFalse(any("WARNING" in line for line in cm.output), cm.output)

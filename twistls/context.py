@@ -638,6 +638,12 @@ class ServerContextFactory(_ContextFactory):
                 describe_pem(self.certificate),
                 f" (and {len(self.sni_certificates)} SNI names)" if self.sni_certificates else "",
             )
+            from twistls._info import certificate_status, served_certificates
+
+            for _name, path in served_certificates(self):
+                warning = certificate_status(path)[1]
+                if warning is not None:
+                    log.warning("twistls: %s", warning)
 
     @property
     def effective_session_cache_size(self) -> int:
