@@ -6,8 +6,9 @@ out; no Twisted, no OpenSSL handle.  A twistls client with
 RFC 5280 verification, the :class:`~twistls.checker.Checker` *and* this
 profile accept it:
 
-* :func:`load_trust_anchors` reads the same anchors OpenSSL uses (a CA file,
-  a CA directory, or the system store at OpenSSL's default paths) into a
+* :func:`~twistls._anchors.load_trust_anchors` (:mod:`twistls._anchors`,
+  re-exported here) reads the same anchors OpenSSL uses (a CA file, a CA
+  directory, or the system store at OpenSSL's default paths) into a
   :class:`cryptography.x509.verification.Store`, once per (cafile, capath);
 * :class:`StrictProfile` runs pyca's server verifier (CA/Browser Forum
   Baseline Requirements: key identifiers, basicConstraints and keyUsage,
@@ -42,9 +43,7 @@ from __future__ import annotations
 import datetime
 import functools
 import ipaddress
-import os
 import re
-import ssl
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
@@ -56,7 +55,8 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification as _pyca
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from twistls.errors import ConfigurationError, PKIProfileError
+from twistls._anchors import TrustAnchors, load_trust_anchors, read_file, system_paths
+from twistls.errors import PKIProfileError
 
 __all__ = [
     "PKI_PROFILES",
@@ -75,7 +75,6 @@ PKI_PROFILES = ("strict", "rfc5280")
 #: The opt-out, as the error messages name it.
 OPT_OUT = 'pki_profile="rfc5280"'
 
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL)
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
 _ANY_EKU = x509.ObjectIdentifier("2.5.29.37.0")
 _EC_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
@@ -99,117 +98,6 @@ def load_der(der: bytes) -> x509.Certificate:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
         return x509.load_der_x509_certificate(der)
-
-
-# --- trust anchors ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrustAnchors:
-    """The trust anchors of one (cafile, capath), loaded for pyca.
-
-    Attributes:
-        store: the pyca store, or ``None`` when no certificate could be
-            loaded (every verification then fails).
-        certificates: the anchors loaded (distinct certificates).
-        skipped: how many PEM blocks could not be parsed.
-        source: where they came from, for messages.
-    """
-
-    store: _pyca.Store | None
-    certificates: tuple[x509.Certificate, ...]
-    skipped: int
-    source: str
-    ders: frozenset[bytes] = frozenset()
-
-    @property
-    def count(self) -> int:
-        """How many anchors were loaded."""
-        return len(self.certificates)
-
-
-def system_paths() -> tuple[str | None, str | None]:
-    """OpenSSL's default CA file and directory, as ``SSL_CTX_set_default_verify_paths``
-    uses them (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` win); ``None`` where missing."""
-    paths = ssl.get_default_verify_paths()
-    return paths.cafile, paths.capath
-
-
-def _pem_blocks(data: bytes) -> list[bytes]:
-    return _PEM_CERT.findall(data)
-
-
-def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-@functools.lru_cache(maxsize=16)
-def load_trust_anchors(cafile: str | None = None, capath: str | None = None) -> TrustAnchors:
-    """The anchors OpenSSL would use, as a pyca :class:`~cryptography.x509.verification.Store`.
-
-    Loaded once per (cafile, capath) per process.  Certificates pyca cannot
-    parse are skipped and counted (OpenSSL may still use them; the strict
-    profile then refuses the chains that need them).
-
-    Args:
-        cafile: a PEM file of anchors.
-        capath: a directory of PEM files (OpenSSL's hashed directory, or any
-            directory of PEM files).  Without either: the system store, at
-            OpenSSL's default paths.
-
-    Returns:
-        The loaded :class:`TrustAnchors`.
-
-    Raises:
-        ConfigurationError: a given ``cafile`` cannot be read, or holds no
-            certificate pyca can use.
-    """
-    sources: list[str] = []
-    files: list[str] = []
-    system = cafile is None and capath is None
-    if system:
-        cafile, capath = system_paths()
-    if cafile is not None:
-        files.append(cafile)
-        sources.append(f"CA file {cafile}")
-    if capath is not None and os.path.isdir(capath):
-        sources.append(f"CA directory {capath}")
-        for name in sorted(os.listdir(capath)):
-            full = os.path.join(capath, name)
-            if os.path.isfile(full):
-                files.append(full)
-    seen: set[bytes] = set()
-    certs: list[x509.Certificate] = []
-    skipped = 0
-    for path in files:
-        data = _read(path)
-        if data is None:
-            if not system and path == cafile:
-                raise ConfigurationError(f"cannot read the CA file {cafile!r}")
-            continue
-        for block in _pem_blocks(data):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-                    cert = x509.load_pem_x509_certificate(block)
-                der = cert.public_bytes(serialization.Encoding.DER)
-            except ValueError:
-                skipped += 1
-                continue
-            if der not in seen:
-                seen.add(der)
-                certs.append(cert)
-    source = ", ".join(sources) if sources else "no trust store"
-    if system:
-        source = f"system trust store ({source})"
-    if not certs and not system:
-        raise ConfigurationError(f"no usable CA certificate in {source} for the strict PKI profile")
-    store = _pyca.Store(certs) if certs else None
-    return TrustAnchors(store=store, certificates=tuple(certs), skipped=skipped, source=source, ders=frozenset(seen))
 
 
 # --- the rules pyca does not check ------------------------------------------
@@ -331,7 +219,7 @@ def valid_dns_name(name: str, *, wildcard: bool) -> bool:
 def _public_suffixes() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     """(rules, wildcard rules' parents, exceptions) of the ICANN section of the
     public suffix list, or of :data:`_PSL_FALLBACK`."""
-    data = _read(_PSL_FILE)
+    data = read_file(_PSL_FILE)
     rules: set[str] = set()
     wild: set[str] = set()
     exceptions: set[str] = set()
