@@ -23,6 +23,7 @@ import dataclasses
 import datetime
 import inspect
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,16 +111,18 @@ def load_certificates(path: str) -> list[x509.Certificate]:
 
 # --- the verify callback: records every failure, lets OpenSSL continue ------
 
-_problems: dict[int, list[tuple[int, int, str]]] = {}
+#: The (code, depth, subject) failures of the X509_verify_cert call running
+#: on this thread (it calls the callback synchronously), or none.
+_collecting = threading.local()
 
 
 def _collect(preverify_ok: int, store_ctx: int | None) -> int:
     try:
-        if not preverify_ok and store_ctx:
+        seen: list[tuple[int, int, str]] | None = getattr(_collecting, "found", None)
+        if not preverify_ok and store_ctx and seen is not None:
             code = _ossl.X509_STORE_CTX_get_error(store_ctx)
             depth = _ossl.X509_STORE_CTX_get_error_depth(store_ctx)
             subject = _ossl.subject_line(_ossl.X509_STORE_CTX_get_current_cert(store_ctx))
-            seen = _problems.setdefault(store_ctx, [])
             if (code, depth) not in [(c, d) for c, d, _ in seen]:
                 seen.append((code, depth, subject))
     except BaseException:  # never raise into C
@@ -166,10 +169,7 @@ def verify_certificate(
     Raises:
         ConfigurationError: unreadable files, bad depth, bad hostname.
     """
-    from M2Crypto import X509
-
-    from twistls.checker import Checker
-    from twistls.context import DEFAULT_VERIFY_DEPTH, ClientContextFactory
+    from twistls.context import DEFAULT_VERIFY_DEPTH
 
     certs = load_certificates(certificate)
     if chain is not None:
@@ -177,6 +177,53 @@ def verify_certificate(
     depth = DEFAULT_VERIFY_DEPTH if depth is None else depth
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise ConfigurationError(f"--depth must be a whole number >= 0, not {depth!r}")
+    factory = _client_factory(hostname, cafile, capath, depth, allow_common_name, crlfile, pki_profile)
+    result = VerifyResult(
+        hostname=hostname,
+        at=at,
+        trust=f"CA file {cafile}" if cafile else f"CA directory {capath}" if capath else "system trust store",
+        depth=depth,
+        pki_profile=pki_profile,
+    )
+    try:
+        ctx = factory.context_address
+        checker = _checker_as_of(factory, hostname, allow_common_name, at, depth)
+        sent = [c.public_bytes(serialization.Encoding.DER) for c in certs]
+
+        def check(verified: list[bytes] | None) -> list[VerificationError]:
+            return _checker_problems(checker, sent, verified)
+
+        found, built_der, crls = _openssl_verify(ctx, certs, at)
+        result.problems.extend(verification_failure(c, d, s) for c, d, s in found)
+        result.problems.extend(check(built_der or None))
+        if result.problems:
+            # As a live client does (see PeerCheck.reverify_during_handshake):
+            # another path, or the same a second earlier, verified again by
+            # OpenSSL and accepted by the Checker, stands instead.
+            store = _ossl.SSL_CTX_get_cert_store(ctx)
+            alternative = _alternative(ctx, store, checker, sent, found if not crls else [], built_der, at, check)
+            if alternative is not None:
+                result.problems.clear()
+                built_der = alternative
+    finally:
+        factory._handle.free()
+    result.chain = [x509.load_der_x509_certificate(der) for der in built_der] or certs
+    return result
+
+
+def _client_factory(
+    hostname: str,
+    cafile: str | None,
+    capath: str | None,
+    depth: int,
+    allow_common_name: bool,
+    crlfile: str | None,
+    pki_profile: str,
+) -> Any:
+    """The :class:`~twistls.context.ClientContextFactory` a client would use
+    (its ``SSL_CTX``: trust store, depth, flags, security level)."""
+    from twistls.context import ClientContextFactory
+
     crl_option: dict[str, Any] = {"crlfile": crlfile} if crlfile is not None else {}
     factory = ClientContextFactory(
         hostname,
@@ -190,18 +237,17 @@ def verify_certificate(
         pki_profile=pki_profile,
         **crl_option,
     )
-    ctx = factory.context_address
     if depth == 0:
-        _ossl.SSL_CTX_set_verify_depth(ctx, 0)
-    result = VerifyResult(
-        hostname=hostname,
-        at=at,
-        trust=f"CA file {cafile}" if cafile else f"CA directory {capath}" if capath else "system trust store",
-        depth=depth,
-        pki_profile=pki_profile,
-    )
-    # The Checker the client would run after OpenSSL, on the chain the
-    # server would send (and the chain OpenSSL built, for name constraints).
+        _ossl.SSL_CTX_set_verify_depth(factory.context_address, 0)
+    return factory
+
+
+def _checker_as_of(factory: Any, hostname: str, allow_common_name: bool, at: datetime.datetime | None, depth: int) -> Any:
+    """The Checker the client would run after OpenSSL, on the chain the
+    server would send (and the chain OpenSSL built, for name constraints),
+    with its strict profile as of ``at`` and ``depth``."""
+    from twistls.checker import Checker
+
     checker = getattr(factory, "_checker", None) or Checker(hostname=hostname, allow_common_name=allow_common_name)
     profile = getattr(checker, "pki", None)
     if profile is not None and (at is not None or depth == 0):
@@ -209,19 +255,40 @@ def verify_certificate(
         if depth == 0:
             profile = dataclasses.replace(profile, max_depth=0)
         checker = dataclasses.replace(checker, pki=profile)  # the strict profile, as of --at
-    sent = [c.public_bytes(serialization.Encoding.DER) for c in certs]
+    return checker
 
-    def check(verified: list[bytes] | None) -> list[VerificationError]:
-        try:
-            if "verified_chain" in inspect.signature(checker.check).parameters:
-                checker.check(sent, verified_chain=verified)
-            else:
-                checker.check(sent)
-        except PKIProfileError as exc:
-            return list(exc.problems)  # every rule the chain breaks
-        except VerificationError as exc:
-            return [exc]
-        return []
+
+def _checker_problems(checker: Any, sent: list[bytes], verified: list[bytes] | None) -> list[VerificationError]:
+    """What the Checker refuses in the ``sent`` chain (``verified``: the
+    chain OpenSSL built, or ``None``): every rule of the strict profile the
+    chain breaks, or the one error; empty when it accepts."""
+    try:
+        if "verified_chain" in inspect.signature(checker.check).parameters:
+            checker.check(sent, verified_chain=verified)
+        else:
+            checker.check(sent)
+    except PKIProfileError as exc:
+        return list(exc.problems)  # every rule the chain breaks
+    except VerificationError as exc:
+        return [exc]
+    return []
+
+
+def _openssl_verify(
+    ctx: int, certs: list[x509.Certificate], at: datetime.datetime | None
+) -> tuple[list[tuple[int, int, str]], list[bytes], bool]:
+    """Verify ``certs`` (leaf first, then what the server would send) with
+    ``X509_verify_cert``, set up as libssl's ``ssl_verify_cert_chain()``
+    sets it up for a client of ``ctx``, collecting every failure.
+
+    Returns:
+        The failures (code, depth, subject) in the order OpenSSL met them,
+        the chain it built (DER, leaf first) and whether it checked CRLs.
+
+    Raises:
+        ConfigurationError: OpenSSL could not set the verification up.
+    """
+    from M2Crypto import X509
 
     # M2Crypto objects own the certificates and the untrusted stack for the call.
     def to_m2(cert: x509.Certificate) -> Any:
@@ -236,7 +303,7 @@ def verify_certificate(
     store_ctx = _ossl.X509_STORE_CTX_new()
     if not store_ctx:
         raise ConfigurationError("OpenSSL could not allocate an X509_STORE_CTX")
-    built_der: list[bytes] = []
+    found: list[tuple[int, int, str]] = []
     try:
         _ossl.ERR_clear_error()
         # X509_Stack._ptr() is a SWIG pointer (it has __int__); its stub says list[X509].
@@ -253,31 +320,18 @@ def verify_certificate(
         if at is not None:
             _ossl.X509_VERIFY_PARAM_set_time(param, int(at.timestamp()))
         _ossl.X509_STORE_CTX_set_verify_cb(store_ctx, ctypes.cast(_collect_callback, ctypes.c_void_p))
-        _problems[store_ctx] = []
+        _collecting.found = found
         ret = _ossl.X509_verify_cert(store_ctx)
-        found = _problems.get(store_ctx, [])
+        _collecting.found = None
         if ret != 1 and not found:
             code = _ossl.X509_STORE_CTX_get_error(store_ctx)
             found.append((code, _ossl.X509_STORE_CTX_get_error_depth(store_ctx), ""))
         _ossl.drain_errors()
-        result.problems.extend(verification_failure(c, d, s) for c, d, s in found)
         built_der = _ossl.stack_der(_ossl.X509_STORE_CTX_get0_chain(store_ctx), limit=None)
-        result.problems.extend(check(built_der or None))
-        if result.problems:
-            # As a live client does (see TLSEngine._reverify_during_handshake):
-            # another path, or the same a second earlier, verified again by
-            # OpenSSL and accepted by the Checker, stands instead.
-            crls = _ossl.checks_crls(store_ctx)
-            alternative = _alternative(ctx, store, checker, sent, found if not crls else [], built_der, at, check)
-            if alternative is not None:
-                result.problems.clear()
-                built_der = alternative
+        return found, built_der, _ossl.checks_crls(store_ctx)
     finally:
-        _problems.pop(store_ctx, None)
+        _collecting.found = None
         _ossl.X509_STORE_CTX_free(store_ctx)
-        factory._handle.free()
-    result.chain = [x509.load_der_x509_certificate(der) for der in built_der] or certs
-    return result
 
 
 def _expires_exactly(der: bytes, when: int) -> bool:
