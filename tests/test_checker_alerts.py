@@ -38,7 +38,7 @@ class CheckerAlertTests(SynchronousTestCase):
         """A good server passes the Checker during the handshake; it is not run again afterwards."""
         pair = run(ClientContextFactory("localhost", cafile=pki().cafile))
         self.assertIn(HandshakeCompleted(), pair.client_events)
-        self.assertTrue(pair.client._checked_in_handshake)
+        self.assertTrue(pair.client._peer.checked_in_handshake)
         self.assertEqual(pair.received("server"), b"SECRET")
 
     def test_wrong_name_sends_bad_certificate_alert(self) -> None:
