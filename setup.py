@@ -15,9 +15,9 @@ from setuptools import setup
 # instead of an import finder that maps only the ``twistls`` package: Twisted's
 # plugin scan looks for ``twisted/plugins`` directories on ``sys.path``, so only
 # the ``.pth`` lets an editable install keep the ``twistls:`` endpoint strings
-# and the ``twistd twistls`` plugin.  Regular installs are unchanged.
+# and the ``twistd twistls`` plugin.  Regular installs are unchanged.  The
+# package list is setup.cfg's ``packages`` (one list, not two).
 setup(
     package_dir={"": "."},
-    packages=["twistls", "twistls._libssl", "twisted.plugins"],
     package_data={"twistls": ["py.typed"], "twisted.plugins": ["twistls_*.py"]},
 )

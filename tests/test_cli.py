@@ -27,9 +27,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests._e2e import Collector, connect_tls, listen_tls
 from tests._pki import pki
 from twistls import ClientContextFactory, ServerContextFactory, TLSWrappingFactory
-from twistls import cli
-from twistls._mkcert import make_certificates
-from twistls._probe import probe, split_host_port
+from twistls.commands import cli
+from twistls.commands._mkcert import make_certificates
+from twistls.commands._probe import probe, split_host_port
 from twistls._verify import parse_time, verify_certificate
 from twistls.errors import ConfigurationError
 
@@ -48,7 +48,7 @@ def run_cli(*argv: str) -> defer.Deferred:
 
 
 def call_main(*argv: str) -> tuple[int, str]:
-    """Run :func:`twistls.cli.main` in-process (sub-commands that need no reactor)."""
+    """Run :func:`twistls.commands.cli.main` in-process (sub-commands that need no reactor)."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try:
@@ -126,7 +126,7 @@ class ArgumentTests(SynchronousTestCase):
     def test_help_imports_nothing_heavy(self):
         """Building the parser (what --help needs) imports neither Twisted nor M2Crypto."""
         code = (
-            "import sys; from twistls import cli; cli._parser().format_help();"
+            "import sys; from twistls.commands import cli; cli._parser().format_help();"
             "print(sorted(m for m in ('twisted', 'M2Crypto', 'cryptography') if m in sys.modules))"
         )
         out = subprocess.run(

@@ -15,7 +15,7 @@ from tests._pump import EnginePair
 from tests.test_cli import call_main
 from twistls import ClientContextFactory, ServerContextFactory, UntrustedCertificateError
 from twistls._engine import Failed, HandshakeCompleted
-from twistls._mkcert import MkcertResult, make_certificates
+from twistls.commands._mkcert import MkcertResult, make_certificates
 
 
 def _certificates(path: str) -> list[x509.Certificate]:

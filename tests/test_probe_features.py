@@ -25,7 +25,7 @@ from tests._e2e import listen_tls
 from tests._pki import pki
 from tests.test_cli import call_main, run_cli
 from twistls import ServerContextFactory
-from twistls._probe import _regular_file, format_report, probe
+from twistls.commands._probe import _regular_file, format_report, probe
 from twistls.checker import Checker, spki_sha256
 from twistls.errors import ConfigurationError
 
@@ -284,7 +284,7 @@ class RegularFileTests(SynchronousTestCase):
 
     def test_oversized_stream_is_a_configuration_error(self) -> None:
         """A stream longer than MAX_STREAM_BYTES raises ConfigurationError naming the option, and nothing is kept."""
-        from twistls import _probe
+        from twistls.commands import _probe
 
         self.patch(_probe, "MAX_STREAM_BYTES", 8)
         read_end, write_end = os.pipe()

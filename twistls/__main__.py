@@ -2,6 +2,6 @@
 
 import sys
 
-from twistls.cli import main
+from twistls.commands.cli import main
 
 sys.exit(main())

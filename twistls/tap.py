@@ -748,7 +748,7 @@ class Options(usage.Options):
 
     def opt_version(self) -> None:
         """Print the versions of twistls, Twisted and OpenSSL, and exit."""
-        from twistls.cli import version_text
+        from twistls.commands.cli import version_text
 
         print(version_text())
         raise SystemExit(0)

@@ -271,7 +271,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _split_target(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    from twistls._probe import DEFAULT_PORTS, split_host_port
+    from twistls.commands._probe import DEFAULT_PORTS, split_host_port
 
     try:
         host, port = split_host_port(args.target)
@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--private-key needs --certificate")
         if args.passphrase_file and not args.certificate:
             parser.error("--passphrase-file needs --certificate (and the encrypted key it opens)")
-        from twistls._probe import run
+        from twistls.commands._probe import run
 
         return run(args)
     if args.command == "verify":
@@ -309,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "mkticketkey":
         return _mkticketkey(args)
     if args.command == "demo":
-        from twistls._demo import run_demo
+        from twistls.commands._demo import run_demo
 
         return run_demo(args.message, in_process=args.in_process)
     parser.error(f"unknown command {args.command!r}")
@@ -344,7 +344,7 @@ def _mkticketkey(args: argparse.Namespace) -> int:
 def _mkcert(args: argparse.Namespace) -> int:
     import tempfile
 
-    from twistls._mkcert import DEFAULT_NAMES, make_certificates
+    from twistls.commands._mkcert import DEFAULT_NAMES, make_certificates
 
     directory = args.dir or tempfile.mkdtemp(prefix="twistls-mkcert-")
     try:
