@@ -1,7 +1,7 @@
 """What the command-line tools print about a hostile peer (issue 12, defects 8 and 9).
 
 A STARTTLS server that streams endless continuation lines must end the probe
-with a bounded :class:`~twistls.commands._probe.ProbeError`, and certificate fields
+with a bounded :class:`~twistls.commands._starttls.ProbeError`, and certificate fields
 from an unverified server must reach the terminal escaped, while ``--json``
 and the errors' attributes keep the raw data.
 """
@@ -30,16 +30,8 @@ from tests._pki import pki
 from tests.test_cli import call_main, run_cli
 from twistls import ServerContextFactory
 from twistls._info import printable
-from twistls.commands._probe import (
-    EXIT_NO_TLS,
-    MAX_LINE_BYTES,
-    MAX_STEP_BYTES,
-    MAX_STEP_LINES,
-    ProbeError,
-    _Preamble,
-    format_report,
-    probe,
-)
+from twistls.commands._probe import EXIT_NO_TLS, format_report, probe
+from twistls.commands._starttls import MAX_LINE_BYTES, MAX_STEP_BYTES, MAX_STEP_LINES, ProbeError, _Preamble
 from twistls.errors import (
     ConfigurationError,
     EngineStateError,
