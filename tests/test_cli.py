@@ -677,6 +677,45 @@ class VerifyCommandTests(SynchronousTestCase):
         self.assertEqual(code, 0)
         self.assertTrue(json.loads(out)["accepted"])
 
+    def _depth_zero_pki(self) -> tuple[str, str, str]:
+        """A trustme CA file, a leaf it issues itself, and a leaf (with its
+        intermediate) issued one level below it."""
+        import trustme
+
+        work = tempfile.mkdtemp(prefix="twistls-test-depth-")
+        self.addCleanup(shutil.rmtree, work, True)
+        ca = trustme.CA()
+        direct = ca.issue_cert("direct.example")
+        below = ca.create_child_ca().issue_cert("below.example")
+        paths = []
+        for name, blobs in (("ca.pem", [ca.cert_pem]), ("direct.pem", direct.cert_chain_pems),
+                            ("below.pem", below.cert_chain_pems)):
+            paths.append(os.path.join(work, name))
+            with open(paths[-1], "wb") as f:
+                f.write(b"".join(blob.bytes() for blob in blobs))
+        return paths[0], paths[1], paths[2]
+
+    def test_depth_zero_accepts_a_leaf_issued_by_the_anchor(self):
+        """verify --depth 0 exits 0 for a leaf the trusted CA issued itself."""
+        cafile, direct, _below = self._depth_zero_pki()
+        code, out = call_main("verify", direct, "--cafile", cafile, "--host", "direct.example", "--depth", "0")
+        self.assertEqual(code, 0, out)
+
+    def test_depth_zero_rejects_a_leaf_behind_an_intermediate(self):
+        """verify --depth 0 exits 1 for a leaf under an intermediate, which --depth 1 accepts."""
+        cafile, _direct, below = self._depth_zero_pki()
+        code, out = call_main("verify", below, "--cafile", cafile, "--host", "below.example", "--depth", "0")
+        self.assertEqual(code, 1, out)
+        code, out = call_main("verify", below, "--cafile", cafile, "--host", "below.example", "--depth", "1")
+        self.assertEqual(code, 0, out)
+
+    def test_negative_depth_is_refused(self):
+        """verify --depth -1 is a usage error (exit 2) that says depth 0 is the least."""
+        cafile, direct, _below = self._depth_zero_pki()
+        code, out = call_main("verify", direct, "--cafile", cafile, "--host", "direct.example", "--depth", "-1")
+        self.assertEqual(code, 2, out)
+        self.assertIn("the depth must be >= 0 (0: a leaf issued by the trust anchor itself)", out)
+
     def test_missing_file(self):
         code, out = call_main("verify", "/nonexistent.pem", "--host", "localhost")
         self.assertEqual(code, 2)

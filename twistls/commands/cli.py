@@ -21,7 +21,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    _Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 STARTTLS_PROTOCOLS = ("smtp", "imap", "pop3", "ftp", "plain-line")
 
@@ -41,8 +46,8 @@ def _depth(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: the depth must be >= 1")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the depth must be >= 0 (0: a leaf issued by the trust anchor itself)")
     return value
 
 
@@ -83,32 +88,41 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+_PROBE_DESCRIPTION = (
+    "Connect to HOST[:PORT] over TCP with twistls' secure defaults (chain verified against "
+    "the system trust store or --cafile/--capath, name checked by the twistls Checker), "
+    "optionally after a STARTTLS preamble, and report the address, the certificate and "
+    "its names, the chain with each certificate's SHA-256 fingerprint and SPKI pin "
+    "(sha256/<base64>, the value pins= takes), the protocol version, cipher, compression, "
+    "ALPN, session reuse, whether the server asks for a client certificate (and which CAs "
+    "it accepts), and the verdict.  After a handshake failure it says which versions, "
+    "groups and suites the server does accept (a bounded number of extra, non-verifying "
+    "handshakes).  --cafile, --certificate and --private-key may be /dev/fd/N or another "
+    "stream.  Exit status 0 only when the peer verified; 1 when it was rejected; 2 for bad "
+    "arguments; 3 when no TLS session could be tried (connection refused, timeout, "
+    "STARTTLS refused); 4 when the port answered in a plaintext protocol (the report "
+    "names it and the --starttls PROTO to use)."
+)
+
+
 def _parser() -> argparse.ArgumentParser:
+    """The parser of every sub-command (building it imports nothing heavy)."""
     parser = argparse.ArgumentParser(
         prog="twistls",
         description="Secure-by-default TLS for Twisted, built on M2Crypto.",
     )
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_probe, _add_verify, _add_mkcert, _add_mkticketkey, _add_demo):
+        add(sub)
+    return parser
 
+
+def _add_probe(sub: _Subparsers) -> None:
     probe = sub.add_parser(
         "probe",
         help="connect to a TLS server with the secure defaults and report what it presents",
-        description=(
-            "Connect to HOST[:PORT] over TCP with twistls' secure defaults (chain verified against "
-            "the system trust store or --cafile/--capath, name checked by the twistls Checker), "
-            "optionally after a STARTTLS preamble, and report the address, the certificate and "
-            "its names, the chain with each certificate's SHA-256 fingerprint and SPKI pin "
-            "(sha256/<base64>, the value pins= takes), the protocol version, cipher, compression, "
-            "ALPN, session reuse, whether the server asks for a client certificate (and which CAs "
-            "it accepts), and the verdict.  After a handshake failure it says which versions, "
-            "groups and suites the server does accept (a bounded number of extra, non-verifying "
-            "handshakes).  --cafile, --certificate and --private-key may be /dev/fd/N or another "
-            "stream.  Exit status 0 only when the peer verified; 1 when it was rejected; 2 for bad "
-            "arguments; 3 when no TLS session could be tried (connection refused, timeout, "
-            "STARTTLS refused); 4 when the port answered in a plaintext protocol (the report "
-            "names it and the --starttls PROTO to use)."
-        ),
+        description=_PROBE_DESCRIPTION,
     )
     probe.add_argument(
         "target",
@@ -164,6 +178,9 @@ def _parser() -> argparse.ArgumentParser:
         help="do not reconnect to test session resumption after a verified connection",
     )
 
+
+
+def _add_verify(sub: _Subparsers) -> None:
     verify = sub.add_parser(
         "verify",
         help="verify a certificate offline exactly as a twistls client would",
@@ -210,6 +227,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
+
+
+def _add_mkcert(sub: _Subparsers) -> None:
     mkcert = sub.add_parser(
         "mkcert",
         help="make a throwaway CA and a server certificate for development",
@@ -241,6 +261,9 @@ def _parser() -> argparse.ArgumentParser:
         help="replace every file mkcert writes in the directory (and remove an earlier run's client.pem/client.key)",
     )
 
+
+
+def _add_mkticketkey(sub: _Subparsers) -> None:
     mkticketkey = sub.add_parser(
         "mkticketkey",
         help="make or rotate a session-ticket key file shared by server processes",
@@ -256,6 +279,9 @@ def _parser() -> argparse.ArgumentParser:
     mkticketkey.add_argument("--keep", type=int, default=3, help="keys kept by --rotate, 2..8 (default %(default)s)")
     mkticketkey.add_argument("--force", action="store_true", help="replace an existing FILE with one new key")
 
+
+
+def _add_demo(sub: _Subparsers) -> None:
     demo = sub.add_parser(
         "demo",
         help="twistd twistls echo on 127.0.0.1 with a mkcert CA, probed (verified) and with a wrong name (rejected)",
@@ -267,7 +293,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--message", default="hello over twistls", help="text the in-process client sends (default: %(default)s)")
     demo.add_argument("--in-process", action="store_true", help="skip twistd; serve from this process")
-    return parser
 
 
 def _split_target(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
