@@ -21,6 +21,8 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer, protocol
+
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
@@ -96,6 +98,33 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
+def _echo_argv(twistd: list[str], workdir: str, tls_port: int, plain_port: int) -> list[str]:
+    """``twistd -n twistls echo`` on 127.0.0.1 with the certificate mkcert wrote in ``workdir``."""
+    return [
+        *twistd,
+        "-n",
+        "--pidfile", os.path.join(workdir, "twistd.pid"),
+        "--logfile", os.path.join(workdir, "twistd.log"),
+        "twistls", "echo",
+        "--certificate", os.path.join(workdir, "server.pem"),
+        "--private-key", os.path.join(workdir, "server.key"),
+        "--interface", "127.0.0.1",
+        "--port", str(tls_port),
+        "--starttls-port", str(plain_port),
+    ]
+
+
+def _report_not_listening(process: subprocess.Popen[bytes], workdir: str) -> None:
+    """Stop ``process`` and print the end of what it and its log said."""
+    _stop(process)
+    out = process.stdout.read().decode("utf-8", "replace") if process.stdout else ""
+    log = os.path.join(workdir, "twistd.log")
+    if os.path.exists(log):
+        with open(log, encoding="utf-8", errors="replace") as f:
+            out += f.read()
+    print("  twistd did not start listening:\n  " + "\n  ".join(out.strip().splitlines()[-8:]))
+
+
 def run_twistd_demo(twistd: list[str]) -> int | None:
     """mkcert, ``twistd -n twistls echo``, three probes, stop.
 
@@ -112,31 +141,14 @@ def run_twistd_demo(twistd: list[str]) -> int | None:
     tls_port, plain_port = _free_port(), _free_port()
     while plain_port == tls_port:
         plain_port = _free_port()
-    argv = [
-        *twistd,
-        "-n",
-        "--pidfile", os.path.join(workdir, "twistd.pid"),
-        "--logfile", os.path.join(workdir, "twistd.log"),
-        "twistls", "echo",
-        "--certificate", os.path.join(workdir, "server.pem"),
-        "--private-key", os.path.join(workdir, "server.key"),
-        "--interface", "127.0.0.1",
-        "--port", str(tls_port),
-        "--starttls-port", str(plain_port),
-    ]
+    argv = _echo_argv(twistd, workdir, tls_port, plain_port)
     shown = ["twistd", *argv[len(twistd):]]
     print("$ " + " ".join(shlex.quote(a) for a in shown) + " &")
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir)
     try:
         if not (_wait_listening(tls_port, process, time.monotonic() + 20)
                 and _wait_listening(plain_port, process, time.monotonic() + 10)):
-            _stop(process)
-            out = process.stdout.read().decode("utf-8", "replace") if process.stdout else ""
-            log = os.path.join(workdir, "twistd.log")
-            if os.path.exists(log):
-                with open(log, encoding="utf-8", errors="replace") as f:
-                    out += f.read()
-            print("  twistd did not start listening:\n  " + "\n  ".join(out.strip().splitlines()[-8:]))
+            _report_not_listening(process, workdir)
             return None
         print(f"  (twistd pid {process.pid}: TLS on 127.0.0.1:{tls_port}, STARTTLS on 127.0.0.1:{plain_port})\n")
         good = _show([*me, "probe", f"localhost:{tls_port}", "--cafile", cafile])
@@ -165,13 +177,29 @@ def run_in_process_demo(message: str) -> int:
     Returns:
         0 when the good client verified and echoed and the bad one was rejected.
     """
-    import trustme
-    from twisted.internet import defer, protocol, task
-
-    from twistls import ClientContextFactory, ServerContextFactory, TLSWrappingFactory, TLSError
-    from twistls.checker import certificate_names
+    from twisted.internet import task
 
     workdir = tempfile.mkdtemp(prefix="twistls-demo-")
+    cert, key, cafile = _throwaway_pki(workdir)
+    result: list[int] = []
+
+    def run(reactor: Any) -> defer.Deferred[None]:
+        main = _serve_and_connect(reactor, message, workdir, cert, key, cafile)
+        return defer.ensureDeferred(main).addCallback(result.append)
+
+    try:
+        task.react(run)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            return int(exc.code) if isinstance(exc.code, int) else 1
+    return result[0] if result else 1
+
+
+def _throwaway_pki(workdir: str) -> tuple[str, str, str]:
+    """A trustme CA and a certificate for localhost, 127.0.0.1 and ::1 in
+    ``workdir``: the paths of the chain, the key (mode 0600) and the CA."""
+    import trustme
+
     ca = trustme.CA(organization_name="twistls demo CA (throwaway)")
     leaf = ca.issue_cert("localhost", "127.0.0.1", "::1")
     cert = os.path.join(workdir, "server.pem")
@@ -183,80 +211,82 @@ def run_in_process_demo(message: str) -> int:
     leaf.private_key_pem.write_to_path(key)
     os.chmod(key, 0o600)
     ca.cert_pem.write_to_path(cafile)
+    return cert, key, cafile
 
-    class Echo(protocol.Protocol):
-        transport: Transport  # type: ignore[assignment]  # set by makeConnection (see twistls._typing)
 
-        def dataReceived(self, data: bytes) -> None:
-            self.transport.write(data)
+class _Echo(protocol.Protocol):
+    transport: Transport  # type: ignore[assignment]  # set by makeConnection (see twistls._typing)
 
-    class Client(protocol.Protocol):
-        transport: TLSTransport  # type: ignore[assignment]  # a TLSProtocolWrapper (see twistls._typing)
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
 
-        def __init__(self) -> None:
-            self.done: defer.Deferred[Any] = defer.Deferred()
-            self.got = b""
 
-        def connectionMade(self) -> None:
-            self.transport.write(message.encode("utf-8"))
-            self.transport.when_handshake_done().addCallbacks(self.report, lambda failure: None)
+class _Client(protocol.Protocol):
+    """Sends ``message``, prints what the handshake negotiated, and fires
+    :attr:`done` with what was echoed and why the connection ended."""
 
-        def report(self, info: Any) -> None:
-            from cryptography import x509
+    transport: TLSTransport  # type: ignore[assignment]  # a TLSProtocolWrapper (see twistls._typing)
 
-            from twistls._info import printable
+    def __init__(self, message: str) -> None:
+        self.message = message.encode("utf-8")
+        self.done: defer.Deferred[Any] = defer.Deferred()
+        self.got = b""
 
-            # The peer chose its certificate (and so these names): escaped for the terminal.
-            names = certificate_names(x509.load_der_x509_certificate(info.peer_chain_der[0]))
-            print(f"  protocol version : {printable(str(info.version))}")
-            print(f"  cipher           : {printable(str(info.cipher))} ({info.cipher_bits} bits)")
-            print(f"  server name sent : {printable(str(info.server_name))}")
-            print(f"  peer names       : {printable(', '.join(names))}")
-            print(f"  chain verified   : {'yes' if info.verified else 'no'} (verify result {info.verify_result})")
-            print("  Checker verdict  : accepted 'localhost'")
+    def connectionMade(self) -> None:
+        self.transport.write(self.message)
+        self.transport.when_handshake_done().addCallbacks(self.report, lambda failure: None)
 
-        def dataReceived(self, data: bytes) -> None:
-            self.got += data
-            if len(self.got) >= len(message.encode("utf-8")):
-                self.transport.loseConnection()
+    def report(self, info: Any) -> None:
+        from cryptography import x509
 
-        def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-            self.done.callback((self.got, reason))
+        from twistls._info import printable
+        from twistls.checker import certificate_names
 
-    async def main(reactor: Any) -> int:
-        server_cf = ServerContextFactory(cert, key)
-        port = reactor.listenTCP(0, TLSWrappingFactory(protocol.Factory.forProtocol(Echo), server_cf), interface="127.0.0.1")
-        number = port.getHost().port
-        print(f"twistls demo: throwaway CA in {workdir}")
-        print(f"twistls demo: TLS echo server on 127.0.0.1:{number}")
-        status = 0
-        for expected in ("localhost", "wrong.example"):
-            print(f"\nclient expecting {expected!r}:")
-            client = Client()
-            factory = protocol.ClientFactory.forProtocol(lambda: client)
-            client_cf = ClientContextFactory(expected, cafile=cafile)
-            reactor.connectTCP("127.0.0.1", number, TLSWrappingFactory(factory, client_cf))
-            got, reason = await client.done
-            if isinstance(reason.value, TLSError):
-                print(f"  rejected         : {type(reason.value).__name__}: {reason.value}")
-                if expected == "localhost":
-                    status = 1
-            else:
-                print(f"  echoed           : {got.decode('utf-8', 'replace')!r}")
-                if expected != "localhost" or got != message.encode("utf-8"):
-                    status = 1
-        await port.stopListening()
-        print("\ntwistls demo:", "OK" if status == 0 else "FAILED")
-        return status
+        # The peer chose its certificate (and so these names): escaped for the terminal.
+        names = certificate_names(x509.load_der_x509_certificate(info.peer_chain_der[0]))
+        print(f"  protocol version : {printable(str(info.version))}")
+        print(f"  cipher           : {printable(str(info.cipher))} ({info.cipher_bits} bits)")
+        print(f"  server name sent : {printable(str(info.server_name))}")
+        print(f"  peer names       : {printable(', '.join(names))}")
+        print(f"  chain verified   : {'yes' if info.verified else 'no'} (verify result {info.verify_result})")
+        print("  Checker verdict  : accepted 'localhost'")
 
-    result: list[int] = []
+    def dataReceived(self, data: bytes) -> None:
+        self.got += data
+        if len(self.got) >= len(self.message):
+            self.transport.loseConnection()
 
-    def run(reactor: Any) -> defer.Deferred[None]:
-        return defer.ensureDeferred(main(reactor)).addCallback(result.append)
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.done.callback((self.got, reason))
 
-    try:
-        task.react(run)
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            return int(exc.code) if isinstance(exc.code, int) else 1
-    return result[0] if result else 1
+
+async def _serve_and_connect(reactor: Any, message: str, workdir: str, cert: str, key: str, cafile: str) -> int:
+    """The echo server, then a client expecting the right name and one
+    expecting a wrong name; returns 0 when the first echoed and the second
+    was rejected."""
+    from twistls import ClientContextFactory, ServerContextFactory, TLSError, TLSWrappingFactory
+
+    server_cf = ServerContextFactory(cert, key)
+    port = reactor.listenTCP(0, TLSWrappingFactory(protocol.Factory.forProtocol(_Echo), server_cf), interface="127.0.0.1")
+    number = port.getHost().port
+    print(f"twistls demo: throwaway CA in {workdir}")
+    print(f"twistls demo: TLS echo server on 127.0.0.1:{number}")
+    status = 0
+    for expected in ("localhost", "wrong.example"):
+        print(f"\nclient expecting {expected!r}:")
+        client = _Client(message)
+        factory = protocol.ClientFactory.forProtocol(lambda: client)
+        client_cf = ClientContextFactory(expected, cafile=cafile)
+        reactor.connectTCP("127.0.0.1", number, TLSWrappingFactory(factory, client_cf))
+        got, reason = await client.done
+        if isinstance(reason.value, TLSError):
+            print(f"  rejected         : {type(reason.value).__name__}: {reason.value}")
+            if expected == "localhost":
+                status = 1
+        else:
+            print(f"  echoed           : {got.decode('utf-8', 'replace')!r}")
+            if expected != "localhost" or got != message.encode("utf-8"):
+                status = 1
+    await port.stopListening()
+    print("\ntwistls demo:", "OK" if status == 0 else "FAILED")
+    return status

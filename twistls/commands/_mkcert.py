@@ -28,7 +28,7 @@ import os
 import secrets
 import tempfile
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -189,6 +189,37 @@ def _write(path: str, data: bytes, mode: int) -> None:
         raise
 
 
+def _layout(directory: str, *, with_client: bool, overwrite: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The paths mkcert writes in ``directory`` (created if missing), and
+    those of the client files, written only ``with_client``.
+
+    Raises:
+        ValueError: any of them exists already, without ``overwrite``.
+    """
+    os.makedirs(directory, exist_ok=True)
+    paths = {
+        "ca": os.path.join(directory, "ca.pem"),
+        "cert": os.path.join(directory, "server.pem"),
+        "key": os.path.join(directory, "server.key"),
+    }
+    client_paths = {
+        "client_cert": os.path.join(directory, "client.pem"),
+        "client_key": os.path.join(directory, "client.key"),
+    }
+    if with_client:
+        paths.update(client_paths)
+    existing = [p for p in (*paths.values(), *client_paths.values()) if os.path.lexists(p)]
+    if existing and not overwrite:
+        raise ValueError(f"{', '.join(existing)} already exist(s); pass --force to replace")
+    return paths, client_paths
+
+
+def _remove(paths: Iterable[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 def make_certificates(
     directory: str,
     names: Sequence[str] = DEFAULT_NAMES,
@@ -219,22 +250,7 @@ def make_certificates(
         raise ValueError("give at least one name for the server certificate")
     for name in (*names, *client_names):
         _general_name(name)  # validate before writing anything
-    os.makedirs(directory, exist_ok=True)
-    paths = {
-        "ca": os.path.join(directory, "ca.pem"),
-        "cert": os.path.join(directory, "server.pem"),
-        "key": os.path.join(directory, "server.key"),
-    }
-    client_paths = {
-        "client_cert": os.path.join(directory, "client.pem"),
-        "client_key": os.path.join(directory, "client.key"),
-    }
-    if client_names:
-        paths.update(client_paths)
-    existing = [p for p in (*paths.values(), *client_paths.values()) if os.path.lexists(p)]
-    if existing and not overwrite:
-        raise ValueError(f"{', '.join(existing)} already exist(s); pass --force to replace")
-
+    paths, client_paths = _layout(directory, with_client=bool(client_names), overwrite=overwrite)
     now = datetime.datetime.now(datetime.timezone.utc)
     # A subject of its own per run: OpenSSL finds an issuer by subject name, so two
     # mkcert CAs with one subject in one trust file would shadow each other.
@@ -258,9 +274,7 @@ def make_certificates(
         _write(client_cert, _pem(ccert) + _pem(inter), 0o644)
         _write(client_key, _key_pem(ckey), 0o600)
     else:
-        for stale in client_paths.values():  # an earlier run's, signed by a CA that is gone
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(stale)
+        _remove(client_paths.values())  # an earlier run's, signed by a CA that is gone
     return MkcertResult(
         directory=os.path.abspath(directory),
         cafile=os.path.abspath(paths["ca"]),
