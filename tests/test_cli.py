@@ -757,6 +757,44 @@ print([s.tapname for s in getPlugins(IServiceMaker) if s.tapname == "twistls"])
 """
 
 
+class PackageListTests(SynchronousTestCase):
+    """setup.cfg holds the one package list, and it names every package of the tree."""
+
+    def test_setup_cfg_lists_every_package_and_setup_py_none(self):
+        """Every directory under twistls/ with an __init__.py is in setup.cfg's packages, with
+        twisted.plugins; setup.py passes no second list; the console script names twistls.commands.cli."""
+        import ast
+        import configparser
+
+        config = configparser.ConfigParser()
+        config.read(os.path.join(ROOT, "setup.cfg"))
+        listed = config["options"]["packages"].split()
+        found = sorted(
+            os.path.relpath(here, ROOT).replace(os.sep, ".")
+            for here, dirs, files in os.walk(os.path.join(ROOT, "twistls"))
+            if "__init__.py" in files and "__pycache__" not in here
+        )
+        self.assertEqual(sorted(listed), sorted([*found, "twisted.plugins"]))
+        self.assertIn("twistls.commands", listed)
+        with open(os.path.join(ROOT, "setup.py")) as f:
+            calls = [n for n in ast.walk(ast.parse(f.read())) if isinstance(n, ast.Call)]
+        self.assertEqual([k.arg for c in calls for k in c.keywords if k.arg == "packages"], [])
+        self.assertIn("twistls = twistls.commands.cli:main", config["options.entry_points"]["console_scripts"])
+
+    def test_old_module_paths_still_import(self):
+        """twistls.cli, twistls._mkcert and twistls.tap keep the names code imported from them."""
+        from twistls import _mkcert as old_mkcert
+        from twistls import cli as old_cli
+        from twistls import tap
+        from twistls.commands import _mkcert
+
+        self.assertIs(old_cli.main, cli.main)
+        self.assertIs(old_cli.version_text, cli.version_text)
+        self.assertIs(old_mkcert.make_certificates, _mkcert.make_certificates)
+        self.assertTrue(callable(tap.makeService))
+        self.assertEqual(tap.__name__, "twistls.tap")
+
+
 class EditableInstallTests(SynchronousTestCase):
     """``pip install -e .`` keeps the twistd plugin and the ``twistls:`` endpoint strings."""
 
