@@ -139,44 +139,7 @@ class _Preamble:
         """One reply line; returns the next command when it ends a step."""
         self.transcript.append("S: " + line)
         _, kind, arg = self.steps[0]
-        done = False
-        name = _NAMES[self.protocol]
-        if kind in ("code", "ehlo"):
-            if len(line) >= 4 and line[3] == "-":
-                if kind == "ehlo" and line[4:].strip().upper().startswith("STARTTLS"):
-                    self.capabilities_ok = True
-                return None
-            if not line[:3].isdigit():
-                return None  # FTP lets continuation lines carry no code
-            if line[:3] != arg:
-                raise ProbeError(f"{name} server answered {_quote(line)} (expected {arg})")
-            if kind == "ehlo":
-                if line[4:].strip().upper().startswith("STARTTLS"):
-                    self.capabilities_ok = True
-                if not self.capabilities_ok:
-                    raise ProbeError("the SMTP server does not offer STARTTLS in its EHLO reply")
-            done = True
-        elif kind == "imap-greeting":
-            upper = line.upper()
-            if upper.startswith(("* OK", "* PREAUTH")):
-                done = True
-            else:
-                raise ProbeError(f"IMAP server greeting {_quote(line)} is not '* OK'")
-        elif kind == "imap-tagged":
-            if line.startswith("* "):
-                return None
-            if line.upper().startswith(f"{arg} OK".upper()):
-                done = True
-            else:
-                raise ProbeError(f"IMAP server refused STARTTLS: {_quote(line)}")
-        elif kind == "pop":
-            if line.startswith("+OK"):
-                done = True
-            else:
-                raise ProbeError(f"POP3 server answered {_quote(line)} (expected +OK)")
-        else:  # "line": any reply
-            done = True
-        if not done:
+        if not self._ends_step(kind, arg, line):
             return None
         self.steps.pop(0)
         self._step_lines = self._step_bytes = 0
@@ -187,6 +150,48 @@ class _Preamble:
         if command is not None:
             self.transcript.append("C: " + command.decode("ascii"))
         return command
+
+    def _ends_step(self, kind: str, arg: str | None, line: str) -> bool:
+        """Whether ``line`` is the last of the current step's reply.
+
+        Raises:
+            ProbeError: the server refused (or did not offer) STARTTLS.
+        """
+        if kind in ("code", "ehlo"):
+            return self._coded_reply_ends(kind, arg, line)
+        if kind == "imap-greeting":
+            if line.upper().startswith(("* OK", "* PREAUTH")):
+                return True
+            raise ProbeError(f"IMAP server greeting {_quote(line)} is not '* OK'")
+        if kind == "imap-tagged":
+            if line.startswith("* "):
+                return False
+            if line.upper().startswith(f"{arg} OK".upper()):
+                return True
+            raise ProbeError(f"IMAP server refused STARTTLS: {_quote(line)}")
+        if kind == "pop":
+            if line.startswith("+OK"):
+                return True
+            raise ProbeError(f"POP3 server answered {_quote(line)} (expected +OK)")
+        return True  # "line": any reply
+
+    def _coded_reply_ends(self, kind: str, arg: str | None, line: str) -> bool:
+        """An SMTP/FTP reply line (``250-...`` continues, ``250 ...`` ends);
+        an EHLO reply must offer STARTTLS."""
+        if len(line) >= 4 and line[3] == "-":
+            if kind == "ehlo" and line[4:].strip().upper().startswith("STARTTLS"):
+                self.capabilities_ok = True
+            return False
+        if not line[:3].isdigit():
+            return False  # FTP lets continuation lines carry no code
+        if line[:3] != arg:
+            raise ProbeError(f"{_NAMES[self.protocol]} server answered {_quote(line)} (expected {arg})")
+        if kind == "ehlo":
+            if line[4:].strip().upper().startswith("STARTTLS"):
+                self.capabilities_ok = True
+            if not self.capabilities_ok:
+                raise ProbeError("the SMTP server does not offer STARTTLS in its EHLO reply")
+        return True
 
 
 # --- what a plaintext port says -------------------------------------------------
