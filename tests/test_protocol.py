@@ -673,6 +673,81 @@ class HandshakeTests(SynchronousTestCase):
         assert server.reason is not None
         self.assertTrue(server.reason.check(HandshakeTimeoutError), server.reason)
 
+    def stalled_server(self, cf_timeout: float | None, **factory_kw: Any) -> tuple[Clock, Recorder, Any]:
+        """A server (context factory timeout ``cf_timeout``) whose client never sends a ClientHello."""
+        clock = Clock()
+        server = Recorder()
+        server_factory = _factory(server, _server_cf(handshake_timeout=cf_timeout), clock, **factory_kw)
+        pump = connect(Factory.forProtocol(Protocol), server_factory, clock)
+        return clock, server, pump
+
+    def test_wrapping_factory_handshake_timeout(self) -> None:
+        """The wrapping factory's handshake_timeout ends a stalled handshake with HandshakeTimeoutError."""
+        clock, server, pump = self.stalled_server(None, handshake_timeout=5)
+        clock.advance(4.9)
+        self.assertIsNone(server.reason)
+        clock.advance(0.2)
+        pump.flush()
+        assert server.reason is not None
+        self.assertTrue(server.reason.check(HandshakeTimeoutError), server.reason)
+
+    def test_wrapping_factory_handshake_timeout_wins_over_context_factory(self) -> None:
+        """A shorter wrapping-factory timeout wins over the context factory's longer one."""
+        clock, server, pump = self.stalled_server(60, handshake_timeout=5)
+        clock.advance(5.1)
+        pump.flush()
+        assert server.reason is not None
+        self.assertTrue(server.reason.check(HandshakeTimeoutError), server.reason)
+        self.assertIn("within 5 seconds", str(server.reason.value))
+
+    def test_wrapping_factory_none_disables_the_context_factory_timeout(self) -> None:
+        """handshake_timeout=None on the wrapping factory means no limit, whatever the context factory says."""
+        clock, server, pump = self.stalled_server(10, handshake_timeout=None)
+        clock.advance(3600)
+        pump.flush()
+        self.assertIsNone(server.reason)
+
+    def test_context_factory_timeout_applies_by_default(self) -> None:
+        """Without a handshake_timeout of its own the wrapping factory uses the context factory's."""
+        from twistls._typing import FROM_CONTEXT
+
+        clock, server, pump = self.stalled_server(10)
+        self.assertIs(pump.server.protocol.factory.handshake_timeout, FROM_CONTEXT)
+        clock.advance(9.9)
+        self.assertIsNone(server.reason)
+        clock.advance(0.2)
+        pump.flush()
+        assert server.reason is not None
+        self.assertTrue(server.reason.check(HandshakeTimeoutError), server.reason)
+
+    def test_handshake_timeout_for_resolves_the_precedence(self) -> None:
+        """handshake_timeout_for gives the wrapping factory's value, else the context factory's."""
+        cf = _server_cf(handshake_timeout=7)
+        clock = Clock()
+        self.assertEqual(_factory(Protocol(), cf, clock).handshake_timeout_for(cf), 7)
+        self.assertEqual(_factory(Protocol(), cf, clock, handshake_timeout=3).handshake_timeout_for(cf), 3)
+        self.assertIsNone(_factory(Protocol(), cf, clock, handshake_timeout=None).handshake_timeout_for(cf))
+
+    def test_bad_wrapping_factory_handshake_timeout_is_refused(self) -> None:
+        """A handshake_timeout of zero or less is a ConfigurationError when the factory is made."""
+        for bad in (0, -1.5):
+            with self.assertRaises(ConfigurationError):
+                _factory(Protocol(), _server_cf(), Clock(), handshake_timeout=bad)
+
+    def test_starttls_context_factory_timeout_yields_to_the_wrapping_factory(self) -> None:
+        """With STARTTLS the wrapping factory's timeout also wins over the factory passed to startTLS."""
+        clock = Clock()
+        server = Recorder()
+        server_factory = TLSWrappingFactory(
+            Factory.forProtocol(lambda: server), None, start_tls=True, handshake_timeout=2, clock=clock
+        )
+        pump = connect(Factory.forProtocol(Protocol), server_factory, clock)
+        pump.server.protocol.startTLS(_server_cf(handshake_timeout=60))
+        clock.advance(2.1)
+        pump.flush()
+        assert server.reason is not None
+        self.assertTrue(server.reason.check(HandshakeTimeoutError), server.reason)
+
     def test_no_timeout_after_handshake(self) -> None:
         """A completed handshake cancels the timeout: 60 idle seconds later the connection is still open."""
         conn = Connection()

@@ -1,4 +1,4 @@
-"""Structural types for the Twisted objects twistls calls (typing only, no runtime role).
+"""Structural types for the Twisted objects twistls calls, and the wrapper's seams.
 
 Twisted declares its interfaces with zope.interface, whose methods have no
 ``self``; without the mypy-zope plugin mypy reads ``transport.write(data)`` on
@@ -9,18 +9,33 @@ call sites are checked instead of ignored.  Classes that narrow
 ``transport`` to one of them do so with a single
 ``# type: ignore[assignment]`` (a zope interface cannot be subclassed by a
 typing Protocol, so the narrowed type is not a subtype in mypy's eyes).
+
+:class:`EngineFactory` (checked at run time) is the seam between the wrapper
+and a context factory; :data:`FROM_CONTEXT` is the default of the wrapping
+factory's ``handshake_timeout``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+import enum
+from typing import TYPE_CHECKING, Any, Callable, Final, Literal, Protocol, Union, runtime_checkable
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
     from twistls._engine import ConnectionInfo, TLSEngine
 
-__all__ = ["ClientEndpoint", "Clock", "DelayedCall", "EngineFactory", "ServerEndpoint", "TLSTransport", "Transport"]
+__all__ = [
+    "ClientEndpoint",
+    "Clock",
+    "DelayedCall",
+    "EngineFactory",
+    "FROM_CONTEXT",
+    "HandshakeTimeout",
+    "ServerEndpoint",
+    "TLSTransport",
+    "Transport",
+]
 
 
 class DelayedCall(Protocol):
@@ -98,7 +113,9 @@ class EngineFactory(Protocol):
 
     #: The role of the engines it makes.
     client: bool
-    #: Seconds before a stalled handshake is abandoned (``None``: never).
+    #: Seconds before a stalled handshake is abandoned (``None``: never); the
+    #: wrapper reads it only when its wrapping factory was given no
+    #: ``handshake_timeout`` of its own (:data:`FROM_CONTEXT`).
     handshake_timeout: float | None
     #: ALPN protocols (a server with none uses the wrapped factory's).
     alpn_protocols: tuple[bytes, ...]
@@ -110,3 +127,19 @@ class EngineFactory(Protocol):
     def check_usable(self) -> None:
         """Raise ConfigurationError if no connection could ever succeed."""
         ...
+
+
+class _FromContext(enum.Enum):
+    FROM_CONTEXT = "the context factory's handshake_timeout"
+
+    def __repr__(self) -> str:
+        return "FROM_CONTEXT"
+
+
+#: The default ``handshake_timeout`` of :class:`~twistls.protocol.TLSWrappingFactory`
+#: and the endpoints: use the context factory's (:attr:`EngineFactory.handshake_timeout`).
+#: A number (seconds) or ``None`` (never) given to the wrapping factory wins.
+FROM_CONTEXT: Final = _FromContext.FROM_CONTEXT
+
+#: What a ``handshake_timeout`` argument of the wrapping side accepts.
+HandshakeTimeout = Union[float, None, Literal[_FromContext.FROM_CONTEXT]]
