@@ -973,3 +973,76 @@ class ProxyProtocolStringTests(SynchronousTestCase):
             with self.assertRaises(ConfigurationError, msg=string) as caught:
                 serverFromString(MemoryReactor(), string)
             self.assertIn(needle, str(caught.exception), string)
+
+
+class _CapturingEndpoint:
+    """A client and server endpoint that keeps the factory it is given."""
+
+    factory: Any = None
+
+    def connect(self, protocolFactory: Any) -> defer.Deferred[Any]:
+        self.factory = protocolFactory
+        return defer.Deferred()
+
+    def listen(self, protocolFactory: Any) -> defer.Deferred[Any]:
+        self.factory = protocolFactory
+        return defer.Deferred()
+
+
+class HandshakeTimeoutOwnershipTests(SynchronousTestCase):
+    """The endpoints' handshake_timeout goes to the wrapping factory and wins over the context factory's."""
+
+    def client(self, **kw: Any) -> tuple[Any, _CapturingEndpoint]:
+        inner = _CapturingEndpoint()
+        cf = ClientContextFactory(cafile=pki().cafile, handshake_timeout=40)
+        endpoint = wrap_client_tls("localhost", cf, inner, clock=task.Clock(), **kw)
+        endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+        return endpoint, inner
+
+    def server(self, **kw: Any) -> tuple[Any, _CapturingEndpoint]:
+        inner = _CapturingEndpoint()
+        cf = ServerContextFactory(pki().server.cert, pki().server.key, handshake_timeout=40)
+        endpoint = wrap_server_tls(cf, inner, clock=task.Clock(), **kw)
+        endpoint.listen(protocol.Factory.forProtocol(protocol.Protocol))
+        return endpoint, inner
+
+    def test_client_endpoint_timeout_reaches_the_wrapping_factory(self) -> None:
+        """wrap_client_tls(handshake_timeout=5) gives the wrapping factory 5 seconds, not the context factory's 40."""
+        endpoint, inner = self.client(handshake_timeout=5)
+        self.assertEqual(endpoint.handshake_timeout, 5)
+        self.assertEqual(inner.factory.handshake_timeout_for(endpoint.context_factory), 5)
+
+    def test_client_endpoint_without_timeout_uses_the_context_factory(self) -> None:
+        """Without handshake_timeout the endpoint and its connections use the context factory's."""
+        from twistls._typing import FROM_CONTEXT
+
+        endpoint, inner = self.client()
+        self.assertEqual(endpoint.handshake_timeout, 40)
+        self.assertIs(inner.factory.handshake_timeout, FROM_CONTEXT)
+        self.assertEqual(inner.factory.handshake_timeout_for(endpoint.context_factory), 40)
+
+    def test_server_endpoint_none_means_no_limit(self) -> None:
+        """wrap_server_tls(handshake_timeout=None) lifts the context factory's limit."""
+        endpoint, inner = self.server(handshake_timeout=None)
+        self.assertIsNone(endpoint.handshake_timeout)
+        self.assertIsNone(inner.factory.handshake_timeout_for(endpoint.context_factory))
+
+    def test_proxy_header_timeout_follows_the_endpoint(self) -> None:
+        """The PROXY header must come within the endpoint's handshake timeout (30 s when there is none)."""
+        from twistls.endpoints import _PROXY_HEADER_TIMEOUT, _ProxyHeaderFactory
+
+        _endpoint, inner = self.server(handshake_timeout=7, proxy_protocol=True)
+        self.assertIsInstance(inner.factory, _ProxyHeaderFactory)
+        self.assertEqual(inner.factory.timeout, 7)
+        self.assertEqual(inner.factory.wrappedFactory.handshake_timeout, 7)
+        _endpoint, unlimited = self.server(handshake_timeout=None, proxy_protocol=True)
+        self.assertEqual(unlimited.factory.timeout, _PROXY_HEADER_TIMEOUT)
+        _endpoint, default = self.server(proxy_protocol=True)
+        self.assertEqual(default.factory.timeout, 40)
+
+    def test_bad_endpoint_timeout_is_refused_at_construction(self) -> None:
+        """A handshake_timeout of zero or less is a ConfigurationError from wrap_client_tls and wrap_server_tls."""
+        with self.assertRaises(ConfigurationError):
+            wrap_client_tls("localhost", ClientContextFactory(cafile=pki().cafile), _CapturingEndpoint(), handshake_timeout=0)
+        with self.assertRaises(ConfigurationError):
+            wrap_server_tls(ServerContextFactory(pki().server.cert, pki().server.key), _CapturingEndpoint(), handshake_timeout=-1)
