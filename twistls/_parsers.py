@@ -28,6 +28,7 @@ from twistls.errors import ConfigurationError
 
 if TYPE_CHECKING:  # pragma: no cover
     from twistls._pemfiles import Passphrase
+    from twistls.context import ServerContextFactory
     from twistls.endpoints import TLSClientEndpoint, TLSServerEndpoint
 
 __all__ = ["_ClientParser", "_ServerParser", "_CLIENT_KEYS", "_SERVER_KEYS"]
@@ -120,8 +121,6 @@ def _client_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
     Raises:
         ConfigurationError: unknown or missing keys, bad values, missing files.
     """
-    from twisted.internet.endpoints import HostnameEndpoint, clientFromString
-
     from twistls.context import ClientContextFactory
     from twistls.endpoints import wrap_client_tls
 
@@ -135,9 +134,24 @@ def _client_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
         raise ConfigurationError("twistls client endpoint: port= is required (twistls:host=NAME:port=PORT)")
     port = _int("port", v["port"], minimum=1, maximum=65535)
     timeout = _seconds("timeout", v.get("timeout", "30"), allow_none=False)
-    handshake_timeout = _seconds("handshakeTimeout", v.get("handshakeTimeout", "30"), allow_none=True)
+    options = _client_options(v)
+    try:
+        context_factory = ClientContextFactory(host, **options)
+    except ConfigurationError as exc:
+        keys = ("passphraseFile", "caFile", "caPath", "clientPrivateKey", "clientCertificate")
+        raise _naming_the_key("client", exc, v, keys) from None
+    wrapped = _client_transport(reactor, v, host, port, timeout)
+    return wrap_client_tls(host, context_factory, wrapped, clock=reactor, **_connection_options(v))
+
+
+def _client_options(v: dict[str, str]) -> _ClientOptions:
+    """The :class:`~twistls.context.ClientContextFactory` keywords of a client string's keys.
+
+    Raises:
+        ConfigurationError: a bad value, a missing file, a key without the one it needs.
+    """
     options: _ClientOptions = {
-        "handshake_timeout": handshake_timeout,
+        "handshake_timeout": _seconds("handshakeTimeout", v.get("handshakeTimeout", "30"), allow_none=True),
         "allow_common_name": _bool("legacyCommonName", v.get("legacyCommonName", "no")),
         "insecure_skip_verify": _bool("insecureSkipVerify", v.get("insecureSkipVerify", "no")),
     }
@@ -174,25 +188,30 @@ def _client_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
                 f"twistls client endpoint: pkiProfile= must be {' or '.join(PKI_PROFILES)}, not {v['pkiProfile']!r}"
             )
         options["pki_profile"] = v["pkiProfile"]
-    try:
-        context_factory = ClientContextFactory(host, **options)
-    except ConfigurationError as exc:
-        keys = ("passphraseFile", "caFile", "caPath", "clientPrivateKey", "clientCertificate")
-        raise _naming_the_key("client", exc, v, keys) from None
+    return options
+
+
+def _client_transport(reactor: Any, v: dict[str, str], host: str, port: int, timeout: float) -> Any:
+    """The endpoint that carries a client's TLS bytes: ``endpoint=``, else
+    a ``HostnameEndpoint`` to ``host``/``port`` (``timeout``, ``bindAddress``).
+
+    Raises:
+        ConfigurationError: ``timeout``/``bindAddress`` beside ``endpoint=``, or a bad ``endpoint=``.
+    """
+    from twisted.internet.endpoints import HostnameEndpoint, clientFromString
+
     if "endpoint" in v:
         if "bindAddress" in v or "timeout" in v:
             raise ConfigurationError("twistls client endpoint: give timeout/bindAddress in endpoint=, not beside it")
-        wrapped = _nested_endpoint("client", clientFromString, reactor, v["endpoint"])
-    else:
-        bind = v.get("bindAddress")
-        wrapped = HostnameEndpoint(
-            reactor,
-            host.encode("idna") if not _is_ip(host) else host.encode("ascii"),
-            port,
-            timeout=timeout,
-            bindAddress=None if bind is None else (bind, 0),
-        )
-    return wrap_client_tls(host, context_factory, wrapped, clock=reactor, **_connection_options(v))
+        return _nested_endpoint("client", clientFromString, reactor, v["endpoint"])
+    bind = v.get("bindAddress")
+    return HostnameEndpoint(
+        reactor,
+        host.encode("idna") if not _is_ip(host) else host.encode("ascii"),
+        port,
+        timeout=timeout,
+        bindAddress=None if bind is None else (bind, 0),
+    )
 
 
 def _connection_options(v: dict[str, str]) -> _ConnectionOptions:
@@ -248,9 +267,6 @@ def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
         ConfigurationError: unknown or missing keys, bad values, missing
             files, a key that does not match its certificate.
     """
-    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-
-    from twistls.context import ServerContextFactory, _scan_sni_directory
     from twistls.endpoints import wrap_server_tls
 
     v = _collect("server", ("port",), _SERVER_KEYS, args, kwargs)
@@ -293,38 +309,63 @@ def _server_endpoint_from_parameters(reactor: Any, *args: str | bytes, **kwargs:
                 "twistls server endpoint: requireClientCertificate= needs caFile= or caPath= (the client CAs)"
             )
         options["require_client_certificate"] = _bool("requireClientCertificate", v["requireClientCertificate"])
-    if certificate is None:  # sniDirectory= alone: its DEFAULT.pem serves clients without a known name
-        context_factory = ServerContextFactory.from_directory(_directory("sniDirectory", v["sniDirectory"]), **options)
-    else:
-        directory = None
-        if "sniDirectory" in v:  # certificate= serves clients that send no or an unknown name
-            directory = _directory("sniDirectory", v["sniDirectory"])
-            options["sni_certificates"] = _scan_sni_directory(directory)
-        try:
-            context_factory = ServerContextFactory(certificate, private_key, **options)
-        except ConfigurationError as exc:
-            keys = ("passphraseFile", "ticketKeyFile", "caFile", "caPath", "privateKey", "certificate", "sniDirectory")
-            raise _naming_the_key("server", exc, v, keys) from None
-        context_factory._sni_directory = directory  # reload() re-scans it
-    if "endpoint" in v:
-        wrapped = _nested_server_endpoint(reactor, v["endpoint"])
-    else:
-        interface = v.get("interface", "")
-        if reuse_port:
-            from twistls._workers import ReusePortTCPServerEndpoint
-
-            try:
-                wrapped = ReusePortTCPServerEndpoint(reactor, port, backlog=backlog, interface=interface)
-            except ValueError as exc:
-                raise ConfigurationError(f"twistls server endpoint: reusePort=yes: {exc}") from None
-        else:
-            endpoint_class: Callable[..., Any] = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
-            wrapped = endpoint_class(reactor, port, backlog=backlog, interface=interface)
+    context_factory = _server_context_factory(v, certificate, private_key, options)
+    wrapped = _listening_endpoint(reactor, v, port, backlog, reuse_port)
     endpoint = wrap_server_tls(
         context_factory, wrapped, clock=reactor, proxy_protocol=proxy_protocol, **_connection_options(v)
     )
     endpoint._reload_on_sighup = True
     return endpoint
+
+
+def _server_context_factory(
+    v: dict[str, str], certificate: str | None, private_key: str | None, options: _ServerOptions
+) -> ServerContextFactory:
+    """The server policy of a string: ``certificate=`` (with ``sniDirectory=``
+    beside it), or ``sniDirectory=`` alone.
+
+    Raises:
+        ConfigurationError: a bad file or directory, naming its key.
+    """
+    from twistls.context import ServerContextFactory, _scan_sni_directory
+
+    if certificate is None:  # sniDirectory= alone: its DEFAULT.pem serves clients without a known name
+        return ServerContextFactory.from_directory(_directory("sniDirectory", v["sniDirectory"]), **options)
+    directory = None
+    if "sniDirectory" in v:  # certificate= serves clients that send no or an unknown name
+        directory = _directory("sniDirectory", v["sniDirectory"])
+        options["sni_certificates"] = _scan_sni_directory(directory)
+    try:
+        context_factory = ServerContextFactory(certificate, private_key, **options)
+    except ConfigurationError as exc:
+        keys = ("passphraseFile", "ticketKeyFile", "caFile", "caPath", "privateKey", "certificate", "sniDirectory")
+        raise _naming_the_key("server", exc, v, keys) from None
+    context_factory._sni_directory = directory  # reload() re-scans it
+    return context_factory
+
+
+def _listening_endpoint(reactor: Any, v: dict[str, str], port: int, backlog: int, reuse_port: bool) -> Any:
+    """The endpoint that accepts a server's TLS bytes: ``endpoint=``, else
+    TCP on ``port``/``interface`` (IPv6 for an IPv6 interface; with
+    ``SO_REUSEPORT`` for ``reusePort=yes``).
+
+    Raises:
+        ConfigurationError: a bad ``endpoint=``, or ``SO_REUSEPORT`` unavailable.
+    """
+    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+
+    if "endpoint" in v:
+        return _nested_server_endpoint(reactor, v["endpoint"])
+    interface = v.get("interface", "")
+    if reuse_port:
+        from twistls._workers import ReusePortTCPServerEndpoint
+
+        try:
+            return ReusePortTCPServerEndpoint(reactor, port, backlog=backlog, interface=interface)
+        except ValueError as exc:
+            raise ConfigurationError(f"twistls server endpoint: reusePort=yes: {exc}") from None
+    endpoint_class: Callable[..., Any] = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
+    return endpoint_class(reactor, port, backlog=backlog, interface=interface)
 
 
 _Endpoint = TypeVar("_Endpoint")
