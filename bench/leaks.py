@@ -11,7 +11,7 @@ close_notify.  The server runs in a child process (this same file with
 * RSS growth from connection 1000 to the end must stay under --rss-bound
   (default 8 MiB): M2Crypto SSL, BIO and X509 objects are all freed.
 
-Exits 1 if a bound is broken.  tests/test_hardening_leaks.py runs it with a
+Exits 1 if a bound is broken.  tests/e2e/test_leaks.py runs it with a
 smaller count.
 """
 

@@ -26,7 +26,7 @@ from twisted.web.server import Site  # noqa: E402
 
 from tests._iopump import connect  # noqa: E402
 from tests._pki import pki  # noqa: E402
-from tests.test_write_coalescing import records  # noqa: E402
+from tests.protocol.test_write_coalescing import records  # noqa: E402
 from twistls import ClientContextFactory, ServerContextFactory, TLSWrappingFactory  # noqa: E402
 
 

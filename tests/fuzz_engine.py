@@ -6,10 +6,10 @@
 
 Input bytes choose a role (client or server engine), a protocol version and
 where to split the rest into ``receive_bytes`` calls.  The built-in mode
-mutates a real captured handshake (tests/test_fuzz.py's ``Transcript``); with
+mutates a real captured handshake (tests/engine/test_fuzz.py's ``Transcript``); with
 ``--atheris`` libFuzzer drives the input, seeded with the same flights.  Any
 exception escaping the engine, a call slower than 5 s, or a crash is a
-finding.  The short, bounded run of the same checks is tests/test_fuzz.py.
+finding.  The short, bounded run of the same checks is tests/engine/test_fuzz.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.test_fuzz import factories, feed, mutate, split, transcript  # noqa: E402
+from tests.engine.test_fuzz import factories, feed, mutate, split, transcript  # noqa: E402
 
 VERSIONS = ("TLSv1.3", "TLSv1.2")
 SLOW = 5.0

@@ -3,7 +3,7 @@
 This is the one module that reads Twisted's ``tcp.Connection`` internals
 (:data:`INTERNALS`).  :func:`missing_internals` names any that a Twisted
 release no longer has; the wrapper then falls back to ``transport.write``,
-and ``tests/test_direct_send.py`` fails loudly so that the change is seen.
+and ``tests/protocol/test_direct_send.py`` fails loudly so that the change is seen.
 """
 
 from __future__ import annotations

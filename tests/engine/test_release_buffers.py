@@ -8,7 +8,7 @@ import ctypes
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests._pump import EnginePair
-from tests.test_engine import _client, _server
+from tests.engine.test_engine import _client, _server
 from twistls import _openssl
 
 _BIO_C_GET_BUF_MEM_PTR = 115
@@ -76,7 +76,7 @@ class WrapperReleaseTests(SynchronousTestCase):
     """The wrapper gives the buffers back after 2 s without big reads or writes, not during a burst."""
 
     def test_released_after_quiet_period(self) -> None:
-        from tests.test_protocol import Connection
+        from tests.protocol.test_protocol import Connection
 
         conn = Connection()
         conn.flush()

@@ -23,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests._e2e import listen_tls
 from tests._pki import pki
-from tests.test_cli import call_main, run_cli
+from tests.tools.test_cli import call_main, run_cli
 from twistls import ServerContextFactory
 from twistls.commands._probe import _regular_file, format_report, probe
 from twistls.checker import Checker, spki_sha256
@@ -233,7 +233,7 @@ def _run_with_fd(fd: int, *argv: str) -> defer.Deferred[tuple[bytes, bytes, int]
 
     from twisted.internet import error
 
-    from tests.test_cli import ROOT, _env
+    from tests.tools.test_cli import ROOT, _env
 
     done: defer.Deferred[tuple[bytes, bytes, int]] = defer.Deferred()
     out: list[bytes] = []

@@ -24,7 +24,7 @@ from tests._pki import pki
 
 FLOOD = 256 << 20
 RSS_BOUND = 64 << 20
-SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_hardening_server.py")
+SERVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_hardening_server.py")
 
 
 def start_server(

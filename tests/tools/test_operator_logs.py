@@ -20,7 +20,7 @@ from typing import Callable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_twistd import TwistdTestCase, _esc, _read, free_port
+from tests.tools.test_twistd import TwistdTestCase, _esc, _read, free_port
 from twistls.protocol import TLSProtocolWrapper
 
 #: The handshake timeout of the servers under test (seconds).

@@ -90,7 +90,9 @@ class CoalescingTests(SynchronousTestCase):
 
     def test_twisted_web_answer_is_one_record(self) -> None:
         """twisted.web (a streaming producer on its transport) answers a GET in one record and one send."""
-        pump, client, _ = self._serve(Site(_Hello()))
+        # The channel's idle timer on a Clock, not on the global reactor (which
+        # a later reactor test would find dirty).
+        pump, client, _ = self._serve(Site(_Hello(), reactor=Clock()))
         found = self._answer(pump, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         self.assertIn(b"hello, world", client.data)
         self.assertEqual(len(found), 1, found)

@@ -32,7 +32,7 @@ from tests._e2e import bounded
 from tests._hardening import LogCapture
 from tests._iopump import IOPump, connect
 from tests._pki import pki
-from tests.test_e2e_starttls import _Message
+from tests.e2e.test_starttls import _Message
 from twistls import ClientContextFactory, ServerContextFactory, TLSWrappingFactory
 from twistls.errors import ProtocolViolationError
 

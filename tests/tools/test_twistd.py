@@ -25,7 +25,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from tests._pki import pki
 from twistls import HostnameMismatchError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
 
 

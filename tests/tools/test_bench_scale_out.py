@@ -11,7 +11,7 @@ import unittest
 
 from twistls._workers import reuse_port_supported
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCALE_OUT = os.path.join(ROOT, "bench", "scale_out.py")
 
 

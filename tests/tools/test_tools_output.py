@@ -27,7 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests._e2e import listen_tls
 from tests._pki import pki
-from tests.test_cli import call_main, run_cli
+from tests.tools.test_cli import call_main, run_cli
 from twistls import ServerContextFactory
 from twistls._info import printable
 from twistls.commands._probe import EXIT_NO_TLS, format_report, probe

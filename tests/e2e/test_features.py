@@ -29,7 +29,7 @@ from twistls import (
 from twistls.context import reload_on_sighup
 from tests._e2e import Collector, connect_tls
 from tests._pki import pki
-from tests.test_features_engine import make_crl, sni_pki
+from tests.engine.test_features import make_crl, sni_pki
 
 OPENSSL = "/usr/bin/openssl"
 

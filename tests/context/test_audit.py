@@ -32,9 +32,9 @@ import trustme
 from twistls import ClientContextFactory, ServerContextFactory, TLSError
 from twistls import _openssl as _ossl
 from tests._pump import EnginePair
-from tests.test_hardening_memory import start_server
+from tests.e2e.test_memory import start_server
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Mozilla server-side TLS, version 5.7.
 INTERMEDIATE_TLS12 = {

@@ -21,7 +21,7 @@ from twistls import (
 from tests._e2e import Collector, Echo, connect_tls
 from tests._hardening import LogCapture, Raw, connect_raw, listen, within
 from tests._pki import pki
-from tests.test_hardening_abuse import client_hello
+from tests.e2e.test_abuse import client_hello
 
 STALLED = 300
 

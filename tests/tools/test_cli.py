@@ -33,7 +33,7 @@ from twistls.commands._probe import probe, split_host_port
 from twistls._verify import parse_time, verify_certificate
 from twistls.errors import ConfigurationError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _env() -> dict[str, str]:

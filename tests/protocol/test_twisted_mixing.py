@@ -24,7 +24,7 @@ from twistls import ClientContextFactory, ServerContextFactory, TLSWrappingFacto
 from twistls.protocol import TLSProtocolWrapper
 from tests._e2e import bounded
 from tests._pki import pki
-from tests.test_e2e_starttls import _ESMTPServerFactory, _RecordingSenderFactory, server_cf
+from tests.e2e.test_starttls import _ESMTPServerFactory, _RecordingSenderFactory, server_cf
 
 
 def client_policy() -> ClientContextFactory:

@@ -15,7 +15,7 @@ from typing import Callable
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests._pki import pki
-from tests.test_twistd import TwistdTestCase, _esc, _read, free_port, run_twistd
+from tests.tools.test_twistd import TwistdTestCase, _esc, _read, free_port, run_twistd
 
 
 

@@ -5,7 +5,7 @@ engine ignores input.
 
 The suite runs a bounded budget (well under a minute).  For long runs::
 
-    TWISTLS_FUZZ_EXAMPLES=200000 .venv/bin/python -m pytest -q tests/test_fuzz.py
+    TWISTLS_FUZZ_EXAMPLES=200000 .venv/bin/python -m pytest -q tests/engine/test_fuzz.py
 
 (examples per target; add ``-p no:randomly --hypothesis-seed=N`` to
 reproduce, and ``--hypothesis-show-statistics`` for timings).

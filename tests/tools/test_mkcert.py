@@ -12,7 +12,7 @@ from cryptography import x509
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests._pump import EnginePair
-from tests.test_cli import call_main
+from tests.tools.test_cli import call_main
 from twistls import ClientContextFactory, ServerContextFactory, UntrustedCertificateError
 from twistls._engine import Failed, HandshakeCompleted
 from twistls.commands._mkcert import MkcertResult, make_certificates

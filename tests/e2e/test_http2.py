@@ -131,7 +131,7 @@ class HTTP2SNITests(TestCase):
 
     @defer.inlineCallbacks
     def fetch(self, name):
-        from tests.test_features_engine import sni_pki
+        from tests.engine.test_features import sni_pki
 
         p = pki()
         certs = sni_pki()

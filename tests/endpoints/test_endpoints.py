@@ -46,7 +46,7 @@ from twistls.endpoints import (
     wrap_server_tls,
 )
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
 PLUGINS = os.path.join(os.path.dirname(HERE), "twisted", "plugins")
 
 

@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 
-from tests.test_twistd import TwistdTestCase, _esc, _read, free_port
+from tests.tools.test_twistd import TwistdTestCase, _esc, _read, free_port
 from twistls._ticketkeys import rotate_key_file
 from twistls._workers import reuse_port_supported
 

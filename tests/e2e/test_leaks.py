@@ -9,7 +9,7 @@ import subprocess
 import sys
 import unittest
 
-LEAKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "leaks.py")
+LEAKS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench", "leaks.py")
 
 
 class LeakTests(unittest.TestCase):
