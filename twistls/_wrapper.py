@@ -425,6 +425,8 @@ class TLSProtocolWrapper(FlowControl, ProtocolWrapper):
         if self._idle_call is not None:
             self._last_activity = self._clock.seconds()
         self._frame(data)
+        if data:
+            self._peer_sent = True
         events = engine.receive_bytes(data)
         if not events or engine.failed:
             self._send_engine_output(last=engine.failed)  # a failure's output is its alert
@@ -451,6 +453,8 @@ class TLSProtocolWrapper(FlowControl, ProtocolWrapper):
     # a client's goodbye without close_notify (see _final_reason).
     _record_left = 0
     _record_head = b""
+    #: Whether the peer sent any byte over TLS (see _fail).
+    _peer_sent = False
 
     def _frame(self, data: bytes) -> None:
         self._record_left, self._record_head = advance_records(data, self._record_left, self._record_head)
@@ -501,7 +505,10 @@ class TLSProtocolWrapper(FlowControl, ProtocolWrapper):
             self._end(graceful=True)  # answer close_notify with ours
 
     def _fail(self, error: TLSError | ConfigurationError) -> None:
-        self._end(error, graceful=False)
+        # A server's peer that closed without sending a byte (a port or
+        # load-balancer health check) is logged at info: no TLS was tried.
+        silent = not self._peer_sent and self._engine is not None and not self._engine.client
+        self._end(error, graceful=False, level="info" if silent else "warn")
 
     def _schedule_release(self, engine: TLSEngine) -> None:
         self._release_seen = engine.big_io

@@ -214,6 +214,31 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(len(client_lines), 1, events)
         self.assertIsNotNone(conn.server.reason)
 
+    def _server_ends_after(self, sent: bytes) -> list[dict[str, Any]]:
+        """A server connection whose peer sends ``sent`` and closes TCP; its twistls log events."""
+        from twisted.internet.error import ConnectionDone
+        from twisted.internet.testing import StringTransport
+
+        events = self._capture()
+        factory = _factory(Recorder(), _server_cf(), Clock())
+        wrapper = factory.buildProtocol(None)
+        wrapper.makeConnection(StringTransport())
+        if sent:
+            wrapper.dataReceived(sent)
+        wrapper.connectionLost(Failure(ConnectionDone()))
+        return [e for e in events if "TLS connection" in e.get("log_format", "")]
+
+    def test_silent_peer_is_not_a_warning(self) -> None:
+        """A peer that connects and closes without sending a byte (a port or load-balancer health
+        check) gets one line at info, not a warning."""
+        lines = self._server_ends_after(b"")
+        self.assertEqual([e["log_level"].name for e in lines], ["info"], lines)
+
+    def test_peer_cut_mid_handshake_is_a_warning(self) -> None:
+        """The twin: a peer that sent part of a ClientHello and closed is a warning."""
+        lines = self._server_ends_after(b"\x16\x03\x01\x00\xc8\x01\x00")
+        self.assertEqual([e["log_level"].name for e in lines], ["warn"], lines)
+
     def test_success_not_logged(self) -> None:
         """A good connection logs no warning."""
         events = self._capture()
