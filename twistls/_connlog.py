@@ -1,4 +1,4 @@
-"""How a connection's end is reported: the peer, the one log line, the record framing.
+"""How a connection's end is reported: the peer and the one log line.
 
 * :func:`log_connection_end` writes the one line of a connection that ends
   for a :mod:`twistls.errors` error (``twistls`` namespace), naming the
@@ -6,11 +6,10 @@
 
       TLS connection from 192.0.2.7:51514 (SNI "www.example") failed: PeerAlertError: ...
 
-* :func:`advance_records` follows the TLS record framing of what the peer
-  sent (only the 5-byte headers are read), so that an end without
-  close_notify can be told apart: inside a record (a cut message, logged)
-  or between two records (how curl, browsers and HTTP/2 clients end after a
-  response, not logged on a server that answered).
+Whether an end without close_notify came inside a TLS record (a cut
+message, logged) or between two (how curl, browsers and HTTP/2 clients end
+after a response, not logged on a server that answered) is the engine's to
+say: :attr:`twistls._events.Truncated.mid_record` (see :mod:`twistls._framing`).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     from twistls._engine import TLSEngine
     from twistls.errors import TwistlsError
 
-__all__ = ["advance_records", "log_connection_end", "peer_address", "peer_text"]
+__all__ = ["log_connection_end", "peer_address", "peer_text"]
 
 log = Logger(namespace="twistls")
 
@@ -85,33 +84,3 @@ def log_connection_end(
         error_type=type(error).__name__,
         reason=printable(" ".join(str(error).split())),
     )
-
-
-def advance_records(data: bytes, left: int, head: bytes) -> tuple[int, bytes]:
-    """Follow the record framing over ``data``.
-
-    Args:
-        data: the next bytes the peer sent.
-        left: bytes still owed by the record in progress.
-        head: a record header cut by the previous segment's end.
-
-    Returns:
-        The new ``(left, head)``; ``(0, b"")`` means the stream is between records.
-    """
-    pos, end = 0, len(data)
-    while True:
-        if left:
-            step = min(left, end - pos)
-            pos += step
-            left -= step
-            if left:
-                break
-        if pos >= end:
-            break
-        take = data[pos : pos + 5 - len(head)]
-        head += take
-        pos += len(take)
-        if len(head) < 5:
-            break
-        left, head = int.from_bytes(head[3:5], "big"), b""
-    return left, head

@@ -34,6 +34,7 @@ from M2Crypto.SSL.SSLError import SSLError as _SSLError  # the class M2Crypto.SS
 
 from twistls import _openssl as _ossl
 from twistls._ctxhandle import ContextHandle
+from twistls._framing import RecordFraming
 from twistls._events import (
     CloseNotifyReceived,
     ConnectionInfo,
@@ -181,6 +182,7 @@ class TLSEngine:
         else:
             m2.ssl_set_accept_state(ssl)
         self._state = self._INIT
+        self._framing = RecordFraming()
         self._pending: list[bytes] = []
         self._eof = False
         self._close_notify_sent = False
@@ -235,6 +237,7 @@ class TLSEngine:
             return []
         events: list[Event] = []
         if data:
+            self._framing.feed(data)
             m2.bio_write(self._rbio, data)
             if len(data) > _BIG_IO:
                 self.big_io += 1
@@ -585,7 +588,7 @@ class TLSEngine:
         reasons = _ossl.drain_errors()
         if self._eof and not (m2.ssl_get_shutdown(self._ssl) & _RECEIVED_SHUTDOWN):
             self._state = self._CLOSED
-            events.append(Truncated())
+            events.append(Truncated(self._framing.mid_record))
         else:
             self._fail(classify(reasons[0] if reasons else "unexpected eof while reading", []), events)
 

@@ -50,7 +50,10 @@ class CloseNotifyReceived:
 
 @dataclass(frozen=True, slots=True)
 class Truncated:
-    """The transport ended after the handshake without close_notify."""
+    """The transport ended after the handshake without close_notify;
+    ``mid_record``: inside a TLS record (a cut message), not between two."""
+
+    mid_record: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistls._cleartext import CleartextGuard
-from twistls._connlog import advance_records, log_connection_end, peer_address
+from twistls._connlog import log_connection_end, peer_address
 from twistls._direct_send import ciphertext_writer
 from twistls._flow import FlowControl, ProducerGate, ReadThrottle, WriteBuffer
 from twistls._provides import provide_like, provide_tls
@@ -424,7 +424,6 @@ class TLSProtocolWrapper(FlowControl, ProtocolWrapper):
             return
         if self._idle_call is not None:
             self._last_activity = self._clock.seconds()
-        self._frame(data)
         if data:
             self._peer_sent = True
         events = engine.receive_bytes(data)
@@ -447,17 +446,10 @@ class TLSProtocolWrapper(FlowControl, ProtocolWrapper):
                 self._flush_writes()  # the engine's output first, then these writes
             self._send_engine_output()  # (also when the writes were empty or refused)
 
-    # TLS record framing of what the peer sent (see twistls._connlog): bytes
-    # still owed by the record in progress, and a header cut by the segment
-    # end.  Whether the stream ended inside a record tells a cut message from
-    # a client's goodbye without close_notify (see _final_reason).
-    _record_left = 0
-    _record_head = b""
     #: Whether the peer sent any byte over TLS (see _fail).
     _peer_sent = False
-
-    def _frame(self, data: bytes) -> None:
-        self._record_left, self._record_head = advance_records(data, self._record_left, self._record_head)
+    #: Whether the stream ended inside a TLS record (see _final_reason).
+    _cut_mid_record = False
 
     def _dispatch(self, events: list[Any]) -> None:
         for event in events:
@@ -474,6 +466,7 @@ class TLSProtocolWrapper(FlowControl, ProtocolWrapper):
                 self._on_close_notify()
             elif kind is Truncated:
                 self._truncated = True
+                self._cut_mid_record = event.mid_record
             elif kind is Failed:
                 self._fail(event.error)
 
@@ -598,8 +591,7 @@ class TLSProtocolWrapper(FlowControl, ProtocolWrapper):
             # and the stream ended between records: browsers, curl and HTTP/2
             # clients end this way after the response.  info, not warn,
             # otherwise: the protocol decides.
-            cut = bool(self._record_left or self._record_head)
-            if cut or engine.client or not self._answered:
+            if self._cut_mid_record or engine.client or not self._answered:
                 self._log_end(error, level="info", outcome="failed")
             return Failure(error)
         if engine.error is not None:

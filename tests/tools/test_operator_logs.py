@@ -18,10 +18,8 @@ import threading
 import time
 from typing import Callable
 
-from twisted.trial.unittest import SynchronousTestCase
 
 from tests.tools.test_twistd import TwistdTestCase, _esc, _read, free_port
-from twistls.protocol import TLSProtocolWrapper
 
 #: The handshake timeout of the servers under test (seconds).
 _TIMEOUT = 2
@@ -259,25 +257,3 @@ class OperatorLogTests(_LogTestCase):
         lines = [line for line in _read(mismatch.log)[mismatch_since:].splitlines() if "failed" in line]  # type: ignore[attr-defined]
         self.assertEqual(len(lines), 1, lines)
         self.assertIn(f'TLS connection to 127.0.0.1:{port} (SNI "wrong.example") failed: HostnameMismatchError', lines[0])
-
-
-class RecordFramingTests(SynchronousTestCase):
-    """The wrapper's record framing, which tells a cut record from a goodbye between records."""
-
-    def framed(self, *segments: bytes) -> tuple[int, bytes]:
-        wrapper = TLSProtocolWrapper.__new__(TLSProtocolWrapper)
-        for segment in segments:
-            wrapper._frame(segment)
-        return wrapper._record_left, wrapper._record_head
-
-    def test_whole_records_in_any_segments_end_between_records(self) -> None:
-        """Complete records end at a boundary however the segments cut them (headers included)."""
-        stream = b"\x17\x03\x03\x00\x03abc" + b"\x15\x03\x03\x00\x00" + b"\x17\x03\x03\x01\x00" + b"x" * 256
-        for cut in range(len(stream) + 1):
-            self.assertEqual(self.framed(stream[:cut], stream[cut:]), (0, b""), cut)
-        self.assertEqual(self.framed(*[stream[i : i + 1] for i in range(len(stream))]), (0, b""))
-
-    def test_cut_record_or_header_is_seen(self) -> None:
-        """A stream that ends inside a record body or header is not at a boundary."""
-        self.assertEqual(self.framed(b"\x17\x03\x03\x00\x03ab"), (1, b""))
-        self.assertEqual(self.framed(b"\x17\x03\x03\x00\x03abc\x17\x03"), (0, b"\x17\x03"))
