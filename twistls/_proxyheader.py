@@ -10,6 +10,7 @@ first reads one PROXY header (bounded in size and time, parsed by
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -25,6 +26,8 @@ _PROXY_HEADER_TIMEOUT = 30.0
 #: the common load balancers).
 _PROXY_HEADER_MAX = 1024
 _V1_SIGNATURE = b"PROXY "
+#: The longest v1 header, CRLF included (the PROXY protocol specification).
+_V1_MAX = 107
 _V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 _proxy_log = Logger(namespace="twistls")
 
@@ -99,11 +102,13 @@ class _ProxyHeaderWrapper(ProtocolWrapper):
                 info, rest = V2Parser.parse(buffer[:size]), buffer[size:]
             elif _V1_SIGNATURE.startswith(buffer[: len(_V1_SIGNATURE)]):
                 line, newline, rest = buffer.partition(b"\r\n")
+                if len(line) + len(newline) > _V1_MAX or (not newline and len(buffer) >= _V1_MAX):
+                    self._refuse(f"a PROXY v1 header longer than {_V1_MAX} bytes")
+                    return
                 if not newline:
-                    if len(buffer) > 107:
-                        self._refuse("a PROXY v1 header longer than 107 bytes")
                     return
                 info = V1Parser.parse(line)
+                _check_v1_addresses(line)
             else:
                 self._refuse("no PROXY header (the load balancer must send PROXY v1 or v2)")
                 return
@@ -146,6 +151,31 @@ class _ProxyHeaderFactory(WrappingFactory):
         super().__init__(wrappedFactory)  # type: ignore[no-untyped-call]  # WrappingFactory is partly unannotated
         self.clock = clock
         self.timeout = timeout
+
+
+def _check_v1_addresses(line: bytes) -> None:
+    """Refuse what twisted's v1 parser lets through: its addresses are
+    taken as any text (control characters included, which then reach logs
+    and applications as the peer's host) and its ports as any integer.
+
+    Raises:
+        ValueError: an address is not one of the header's family, or a
+            port is not 0-65535 in decimal digits.
+    """
+    fields = line.split(b" ")
+    if fields[1] == b"UNKNOWN":
+        return  # the receiver ignores the rest of the line
+    if len(fields) != 6:
+        raise ValueError("a PROXY v1 header has six fields")
+    family = socket.AF_INET if fields[1] == b"TCP4" else socket.AF_INET6
+    for host in fields[2:4]:
+        try:
+            socket.inet_pton(family, host.decode("ascii"))
+        except OSError:
+            raise ValueError("a PROXY v1 address is not one of its family") from None
+    for port in fields[4:6]:
+        if not (port.isdigit() and len(port) <= 5 and int(port) <= 65535):
+            raise ValueError("a PROXY v1 port is not 0-65535")
 
 
 def _peer_text(transport: Any) -> str:
