@@ -45,6 +45,12 @@ class SessionCache:
     def get(self, key: tuple[Any, ...]) -> Cached | None:
         """The session stored under ``key`` if it is still resumable (the
         cache keeps its reference); one that is not is dropped."""
+        return self._get(key, take=False)
+
+    def _get(self, key: tuple[Any, ...], *, take: bool) -> Cached | None:
+        """:meth:`get`; with ``take``, the caller gets a reference of its
+        own, taken under the lock (another thread may replace, evict or
+        clear the entry, and free the cache's reference, at any time)."""
         with self._lock:
             entry = self._sessions.get(key)
             if entry is None:
@@ -54,6 +60,8 @@ class SessionCache:
                 del self._sessions[key]
             else:
                 self._sessions.move_to_end(key)
+                if take and _ossl.SSL_SESSION_up_ref(entry[0]) != 1:
+                    return None
                 return entry
         _ossl.SSL_SESSION_free(entry[0])
         return None
@@ -63,15 +71,20 @@ class SessionCache:
         ``verifier`` refuses the chain it was made with (then it is
         dropped and a full handshake decides).  A session made by a
         connection that verified nothing is offered: the engine checks it
-        after resumption."""
-        cached = self.get(key)
+        after resumption.
+
+        The caller owns one reference to the session it gets and frees it
+        (``SSL_SESSION_free``) once it has handed it to the engine, which
+        takes its own."""
+        cached = self._get(key, take=True)
         if cached is None or verifier is None or not cached[1]:
             return cached
         chain = cached[1]
         try:
             verifier(chain[:1], chain)
         except Exception:  # any refusal (or bug): do not offer the session
-            self.discard(key)
+            _ossl.SSL_SESSION_free(cached[0])
+            self._discard(key, cached[0])
             return None
         return cached
 
@@ -90,10 +103,17 @@ class SessionCache:
 
     def discard(self, key: tuple[Any, ...]) -> None:
         """Forget (and free) the session under ``key``, if any."""
+        self._discard(key, None)
+
+    def _discard(self, key: tuple[Any, ...], session: int | None) -> None:
+        """:meth:`discard`, only if the session under ``key`` is ``session``
+        (``None``: any)."""
         with self._lock:
-            entry = self._sessions.pop(key, None)
-        if entry is not None:
-            _ossl.SSL_SESSION_free(entry[0])
+            entry = self._sessions.get(key)
+            if entry is None or (session is not None and entry[0] != session):
+                return
+            del self._sessions[key]
+        _ossl.SSL_SESSION_free(entry[0])
 
     def clear(self) -> None:
         """Forget (and free) every session."""

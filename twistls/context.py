@@ -49,6 +49,7 @@ from twistls._ctxbuild import (
     default_groups as default_groups,
     keylog_path,
 )
+from twistls import _openssl as _ossl
 from twistls._engine import TLSEngine, Verifier
 from twistls._pemfiles import Passphrase as Passphrase, fspath_or_none
 from twistls._policybase import (
@@ -301,7 +302,10 @@ class ClientContextFactory(_ContextFactory):
             # Only a session whose chain passes this factory's checks now.
             cached = cache.offer(key, verifier)
             if cached is not None:
-                engine.use_session(*cached)
+                try:
+                    engine.use_session(*cached)  # the engine's SSL* takes its own reference
+                finally:
+                    _ossl.SSL_SESSION_free(cached[0])  # the one offer() gave us
             engine.on_new_session(lambda new, chain: cache.put(key, new, chain))
         return engine
 

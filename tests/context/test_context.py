@@ -760,9 +760,47 @@ class SessionOfferTests(SynchronousTestCase):
         client, key = self._cached()
         sessions = client._sessions
         assert sessions is not None
-        self.assertIsNotNone(sessions.offer(key, None))
-        self.assertIsNotNone(sessions.offer(key, lambda peer, verified: None))
+        for verifier in (None, lambda peer, verified: None):
+            offered = sessions.offer(key, verifier)
+            assert offered is not None
+            ossl.SSL_SESSION_free(offered[0])  # the caller's reference
         self.assertEqual(len(sessions), 1)
+
+    def test_offered_session_outlives_the_cache_entry(self) -> None:
+        """offer() hands over a reference of the caller's own: another
+        thread replacing, evicting or clearing the entry (here: while the
+        verifier runs) does not free the session being offered."""
+        from twistls import _sessions
+
+        client, key = self._cached()
+        sessions = client._sessions
+        assert sessions is not None
+        counts = {"up": 0, "free": 0}
+        real_free, real_up = ossl.SSL_SESSION_free, getattr(ossl, "SSL_SESSION_up_ref", None)
+
+        class Counting:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(ossl, name)
+
+            def SSL_SESSION_free(self, session: int) -> None:
+                counts["free"] += 1
+                real_free(session)
+
+            def SSL_SESSION_up_ref(self, session: int) -> int:
+                counts["up"] += 1
+                assert real_up is not None
+                return int(real_up(session))
+
+        def clear_meanwhile(peer: Any, verified: Any) -> None:
+            sessions.clear()  # another thread, while this one checks the chain
+
+        self.patch(_sessions, "_ossl", Counting())
+        offered = sessions.offer(key, clear_meanwhile)
+        assert offered is not None
+        # The cache held one reference; whatever it freed, one must be left for the caller.
+        self.assertGreaterEqual(1 + counts["up"] - counts["free"], 1)
+        self.assertEqual(ossl.SSL_SESSION_is_resumable(offered[0]), 1)
+        real_free(offered[0])
 
     def test_session_dropped_when_chain_refused(self) -> None:
         """offer() drops the session, and offers nothing, when the verifier refuses its chain."""

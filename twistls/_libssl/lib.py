@@ -310,6 +310,7 @@ SESS_CACHE_NO_INTERNAL = 0x0300
 NEW_SESSION_CB = CFUNCTYPE(c_int, _vp, _vp)
 SSL_CTX_sess_set_new_cb = _fn(libssl, "SSL_CTX_sess_set_new_cb", None, _vp, NEW_SESSION_CB)
 SSL_SESSION_free = _fn(libssl, "SSL_SESSION_free", None, _vp)
+SSL_SESSION_up_ref = _fn(libssl, "SSL_SESSION_up_ref", c_int, _vp)
 SSL_SESSION_is_resumable = _fn(libssl, "SSL_SESSION_is_resumable", c_int, _vp)
 SSL_set_session = _fn(libssl, "SSL_set_session", c_int, _vp, _vp)
 
