@@ -32,12 +32,19 @@ import time
 from typing import Any, Sequence, cast
 
 from twisted.application import service
-from twisted.internet import defer, error, protocol, tcp
+from twisted.internet import abstract, defer, error, fdesc, protocol, tcp
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-__all__ = ["WorkerSupervisor", "ReusePortTCPServerEndpoint", "DrainService", "reuse_port_supported", "WORKER_ENV"]
+__all__ = [
+    "WorkerSupervisor",
+    "ReusePortTCPServerEndpoint",
+    "DrainService",
+    "EndWithSupervisor",
+    "reuse_port_supported",
+    "WORKER_ENV",
+]
 
 log = Logger(namespace="twistls")
 
@@ -148,6 +155,74 @@ class DrainService(service.Service):
 
         poll()
         return done
+
+
+class _EndOfFile(abstract.FileDescriptor):
+    """Reads (and drops) what comes on a pipe; calls ``gone`` at its end."""
+
+    def __init__(self, fd: int, gone: Any, reactor: Any) -> None:
+        super().__init__(reactor)
+        self._fd = fd
+        self._gone = gone
+        fdesc.setNonBlocking(fd)  # type: ignore[no-untyped-call]  # unannotated in Twisted
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def doRead(self) -> Any:
+        return fdesc.readFromFD(self._fd, lambda data: None)  # type: ignore[no-untyped-call]  # unannotated in Twisted
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        gone, self._gone = self._gone, None
+        if gone is not None:
+            gone()
+
+
+class EndWithSupervisor(service.Service):
+    """A worker stops when its supervisor is gone.
+
+    The supervisor holds the write end of a pipe on each worker's stdin and
+    never writes to it; when the supervisor dies (SIGKILL, the OOM killer),
+    the pipe reaches end of file and the worker stops (draining, as on
+    SIGTERM).  Without it an orphaned worker would serve on the shared
+    ``SO_REUSEPORT`` port for ever, next to the workers of the next
+    supervisor, with the configuration, certificates and ticket keys it
+    was started with.
+
+    Args:
+        fd: the pipe's read end (the worker's stdin).
+        stop: what stops the worker (default: ``reactor.stop``).
+        reactor: the reactor.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, fd: int = 0, stop: Any = None, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self._fd = fd
+        self._stop = stop if stop is not None else reactor.stop
+        self._reader: _EndOfFile | None = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._reader = _EndOfFile(self._fd, self._gone, self._reactor)
+        self._reader.startReading()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+
+    def _gone(self) -> None:
+        self._reader = None
+        if self.running:
+            log.warn("twistls: the supervisor is gone (end of file on stdin): this worker stops")
+            self._stop()
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader._gone = None
+            reader.stopReading()  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
 
 class _Worker(protocol.ProcessProtocol):

@@ -156,7 +156,7 @@ class _Listening(StreamServerEndpointService):
 def makeService(options: Options) -> service.MultiService:
     """Build the service for ``twistd twistls``; ``SIGHUP`` reloads certificates.
     With ``--workers N`` (N > 1) this process supervises N workers instead."""
-    from twistls._workers import WORKER_ENV, WorkerSupervisor
+    from twistls._workers import WORKER_ENV, EndWithSupervisor, WorkerSupervisor
 
     sub = options.subOptions
     if sub["workers"] > 1 and WORKER_ENV not in os.environ:
@@ -169,6 +169,8 @@ def makeService(options: Options) -> service.MultiService:
     else:
         listeners = _echo_services(sub, top)
     _Draining(listeners, sub["drain-timeout"]).setServiceParent(top)  # type: ignore[no-untyped-call]
+    if sub["workers"] > 1:  # a worker of a supervisor: it ends with it
+        EndWithSupervisor().setServiceParent(top)  # type: ignore[no-untyped-call]
     return top
 
 

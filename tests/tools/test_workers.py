@@ -213,3 +213,49 @@ class DrainTests(SynchronousTestCase):
         drain = DrainService([self._Factory()], drain_timeout=30, clock=task.Clock())
         drain.startService()
         self.assertIsNone(drain.stopService())
+
+
+class SupervisorGoneTests(TestCase):
+    """A worker whose supervisor is gone (killed, say, by SIGKILL or the
+    OOM killer) stops, instead of serving on the shared port for ever next
+    to the workers of the supervisor started after it."""
+
+    def test_worker_stops_when_the_supervisor_pipe_closes(self):
+        from twistls._workers import EndWithSupervisor
+
+        read_end, write_end = os.pipe()
+        ended: list[bool] = []
+        watcher = EndWithSupervisor(fd=read_end, stop=lambda: ended.append(True), reactor=reactor)
+        watcher.startService()
+        self.addCleanup(lambda: watcher.running and watcher.stopService())
+        self.assertEqual(ended, [])
+        os.close(write_end)  # the supervisor is gone: its end of the worker's stdin closes
+        return bounded(task.deferLater(reactor, 0.2, lambda: self.assertEqual(ended, [True])), 5, "the watcher")
+
+    def test_nothing_happens_while_the_supervisor_lives(self):
+        from twistls._workers import EndWithSupervisor
+
+        read_end, write_end = os.pipe()
+        self.addCleanup(os.close, write_end)
+        ended: list[bool] = []
+        watcher = EndWithSupervisor(fd=read_end, stop=lambda: ended.append(True), reactor=reactor)
+        watcher.startService()
+
+        def check() -> None:
+            self.assertEqual(ended, [])
+            watcher.stopService()
+
+        return task.deferLater(reactor, 0.2, check)
+
+    def test_the_twistd_worker_watches_its_stdin(self):
+        """makeService of a worker (TWISTLS_WORKER set, --workers N) adds the watcher."""
+        from twistls._workers import WORKER_ENV, EndWithSupervisor
+        from twistls.tap import Options, makeService
+
+        from tests._pki import pki
+
+        self.patch(os, "environ", {**os.environ, WORKER_ENV: "1"})
+        options = Options()
+        options.parseOptions(["echo", "--certificate", pki().server.chain, "--port", str(free_port()), "--workers", "2"])
+        top = makeService(options)
+        self.assertTrue([s for s in top if isinstance(s, EndWithSupervisor)])
