@@ -460,7 +460,13 @@ def build_server_context(
             log.warning("twistls: %s", warning)
         ticket_keys = [(k.name, k.hmac_key, k.aes_key) for k in keys]
     # One session ID context for the factory, whichever certificate SNI picks.
-    session_id_context = hashlib.sha256(b"twistls:" + os.fsencode(certificate)).digest()[:32]
+    # It covers the client-certificate policy too: a session (or a ticket,
+    # under a key file shared with other servers) carries the client
+    # certificate verified when it was made, and only a server that would
+    # verify that certificate the same way may resume it.
+    session_id_context = hashlib.sha256(
+        b"twistls:" + os.fsencode(certificate) + _client_policy_digest(client_certificates)
+    ).digest()[:32]
 
     def one(cert: str, key: str | None) -> ContextHandle:
         handle = new_context(protocol, server=True)
@@ -482,6 +488,43 @@ def build_server_context(
     if sni_certificates:
         _serve_by_name(handle, sni_certificates, one)
     return handle
+
+
+def _client_policy_digest(policy: ClientCertificates | None) -> bytes:
+    """A digest of how a server verifies client certificates: its settings
+    and the content of its CA and CRL files (a reload that changes them
+    changes it, so that sessions verified under the old ones are not
+    resumed).  Files that cannot be read are left to the build to report."""
+    if policy is None:
+        return b""
+    digest = hashlib.sha256()
+    digest.update(repr((policy.required, policy.verify_depth, policy.capath, policy.crl_check)).encode())
+
+    def add(path: str | os.PathLike[str]) -> None:
+        digest.update(b"\0" + os.fsencode(path) + b"\0")
+        try:
+            with open(path, "rb") as f:
+                digest.update(hashlib.sha256(f.read()).digest())
+        except OSError:
+            pass
+
+    if policy.cafile is not None:
+        add(policy.cafile)
+    if policy.capath is not None:
+        try:
+            names = sorted(os.listdir(policy.capath))
+        except OSError:
+            names = []
+        for name in names:
+            if os.path.isfile(os.path.join(policy.capath, name)):
+                add(os.path.join(policy.capath, name))
+    try:
+        crls = crl_files(policy.crlfile, policy.crl_path, policy.crl_check)
+    except ConfigurationError:
+        crls = []
+    for path in crls:
+        add(path)
+    return b"clients:" + digest.digest()
 
 
 def _verify_client_certificates(handle: ContextHandle, policy: ClientCertificates) -> None:

@@ -180,3 +180,49 @@ class MkTicketKeyCommandTests(SynchronousTestCase):
         path = os.path.join(tempfile.mkdtemp(prefix="twistls-tickets-"), "missing.key")
         self.assertEqual(main(["mkticketkey", path, "--rotate"]), 1)
         self.assertFalse(os.path.exists(path))
+
+
+class TicketAcrossClientPoliciesTests(SynchronousTestCase):
+    """A session carries the client certificate verified when it was made:
+    a server that would not accept that certificate must not resume it,
+    even with the same key file and certificate (the session ID context
+    covers the client-certificate policy)."""
+
+    def setUp(self) -> None:
+        self.path = os.path.join(tempfile.mkdtemp(prefix="twistls-tickets-"), "tickets.key")
+        rotate_key_file(self.path)
+
+    def _server(self, **kw: object) -> ServerContextFactory:
+        p = pki()
+        return ServerContextFactory(p.server.cert, p.server.key, session_cache_size=0, ticket_key_file=self.path, **kw)  # type: ignore[arg-type]
+
+    def _client(self, version: str) -> ClientContextFactory:
+        p = pki()
+        return ClientContextFactory(
+            "localhost", cafile=p.cafile, certificate=p.client.cert, private_key=p.client.key, maximum_version=version
+        )
+
+    def _check(self, version: str) -> None:
+        client = self._client(version)
+        first = _connect(client, self._server(client_cafile=pki().cafile))
+        self.assertTrue(first.server.handshake_done)
+        # Another service: same certificate, same key file, clients of another CA only.
+        other = self._server(client_cafile=pki().other_cafile)
+        second = EnginePair(client.create_engine(peer_address=("127.0.0.1", 443)), other.create_engine()).start()
+        second.pump()
+        self.assertFalse(second.server.handshake_done and second.server.session_reused())
+        self.assertFalse(second.server.handshake_done)  # a full handshake, and the CA1 certificate refused
+
+    def test_tls13(self) -> None:
+        self._check("TLSv1.3")
+
+    def test_tls12(self) -> None:
+        self._check("TLSv1.2")
+
+    def test_same_policy_still_resumes(self) -> None:
+        """The twin: the same client policy on both servers resumes."""
+        client = self._client("TLSv1.3")
+        _connect(client, self._server(client_cafile=pki().cafile))
+        second = _connect(client, self._server(client_cafile=pki().cafile))
+        self.assertTrue(second.server.handshake_done)
+        self.assertTrue(second.server.session_reused())
