@@ -226,3 +226,18 @@ class TicketAcrossClientPoliciesTests(SynchronousTestCase):
         second = _connect(client, self._server(client_cafile=pki().cafile))
         self.assertTrue(second.server.handshake_done)
         self.assertTrue(second.server.session_reused())
+
+    def test_reload_with_other_client_cas_does_not_resume(self) -> None:
+        """A reload whose client CA file now names another CA does not resume sessions verified under the old one."""
+        import shutil
+
+        cas = os.path.join(os.path.dirname(self.path), "client-cas.pem")
+        shutil.copy(pki().cafile, cas)
+        server = self._server(client_cafile=cas)
+        client = self._client("TLSv1.3")
+        _connect(client, server)
+        shutil.copy(pki().other_cafile, cas)
+        server.reload()
+        second = EnginePair(client.create_engine(peer_address=("127.0.0.1", 443)), server.create_engine()).start()
+        second.pump()
+        self.assertFalse(second.server.handshake_done)
