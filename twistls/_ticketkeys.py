@@ -80,21 +80,36 @@ def read_key_file(path: str) -> tuple[list[TicketKey], str | None]:
     """Read a ticket key file.
 
     Returns:
-        The keys (the first encrypts) and a warning to log, or ``None``
-        (the file is readable by other users).
+        The keys (the first encrypts) and a warning to log when other
+        users can read the file (else ``None``).
 
     Raises:
-        ConfigurationError: the file is missing, unreadable or malformed.
+        ConfigurationError: the file is missing, unreadable or malformed,
+            writable by other users, or owned by another user than this
+            one or root.
     """
     try:
         with open(path, encoding="ascii") as f:
-            mode = os.fstat(f.fileno()).st_mode
+            info = os.fstat(f.fileno())
             text = f.read(64 * 1024)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not a text file"
         raise ConfigurationError(f"cannot read the ticket key file {path!r}: {reason}") from None
+    mode = info.st_mode
+    # Whoever can write the file can forge tickets, and a forged ticket
+    # resumes a session with whatever identity it claims: refused.
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigurationError(
+            f"the ticket key file {path!r} is writable by other users (anyone who can write it can forge "
+            "session tickets); chmod 600 it"
+        )
+    if info.st_uid not in (os.geteuid(), 0):
+        raise ConfigurationError(
+            f"the ticket key file {path!r} belongs to uid {info.st_uid}, not to this user or root "
+            "(its owner can forge session tickets); chown it"
+        )
     warning = None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
         warning = (
             f"the ticket key file {path!r} is readable by other users: anyone who reads it can decrypt "
             "recorded sessions resumed with its tickets; chmod 600 it"

@@ -66,6 +66,28 @@ class TicketKeyFileTests(SynchronousTestCase):
             ServerContextFactory(pki().server.cert, pki().server.key, ticket_key_file=path)
         self.assertIn("readable by other users", "\n".join(logs.output))
 
+    def test_file_others_can_write_refused(self) -> None:
+        """A key file that group or others can write is refused (its writers could forge tickets)."""
+        path = self._path()
+        write_key_file(path, [new_key()])
+        for mode in (0o620, 0o602):
+            os.chmod(path, mode)
+            with self.assertRaises(ConfigurationError) as cm:
+                read_key_file(path)
+            self.assertIn("writable by other users", str(cm.exception))
+
+    def test_file_owned_by_another_user_refused(self) -> None:
+        """A key file owned by another user (not root) is refused; the twin, our own file, loads."""
+        path = self._path()
+        write_key_file(path, [new_key()])
+        self.assertEqual(len(read_key_file(path)[0]), 1)
+        if os.geteuid() != 0:
+            raise self.skipTest("chown to another user needs root")  # type: ignore[misc]
+        os.chown(path, 54321, -1)
+        with self.assertRaises(ConfigurationError) as cm:
+            read_key_file(path)
+        self.assertIn("belongs to uid 54321", str(cm.exception))
+
     def test_key_repr_hides_secrets(self) -> None:
         """A key's repr shows its public name only."""
         key = new_key()
