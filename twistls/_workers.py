@@ -24,6 +24,7 @@ sibling).  Linux only; elsewhere the option is refused.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -50,6 +51,16 @@ log = Logger(namespace="twistls")
 
 #: Set in a worker's environment (to its number) by the supervisor.
 WORKER_ENV = "TWISTLS_WORKER"
+
+
+def _exit_failed() -> None:
+    """The last exit handler of a supervisor that gave up: status 1."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed stream: nothing to flush
+            pass
+    os._exit(1)
 
 
 def reuse_port_supported() -> bool:
@@ -280,6 +291,8 @@ class WorkerSupervisor(service.Service):
         self.restart_delay = restart_delay
         self.stop_timeout = stop_timeout
         self.max_restarts = max_restarts
+        #: Whether it gave up after too many restarts (the process then exits with status 1).
+        self.gave_up = False
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -331,6 +344,11 @@ class WorkerSupervisor(service.Service):
         self._reactor.callLater(self.restart_delay, self._spawn, worker.number)
 
     def _give_up(self) -> None:
+        """Stop, and make the process exit with status 1 rather than 0, so
+        that a service manager (systemd ``Restart=on-failure``) sees the
+        failure: twistd ends with status 0 after a ``reactor.stop()``."""
+        self.gave_up = True
+        atexit.register(_exit_failed)
         self._reactor.stop()
 
     def signal_workers(self, signum: int) -> None:

@@ -9,10 +9,11 @@ import socket
 import socketserver
 import ssl
 import subprocess
+import sys
 import threading
 import time
 
-from tests.tools.test_twistd import TwistdTestCase, _esc, _read, free_port
+from tests.tools.test_twistd import TWISTD, TwistdTestCase, _env, _esc, _read, free_port
 from twistls._ticketkeys import rotate_key_file
 from twistls._workers import reuse_port_supported
 
@@ -156,3 +157,32 @@ class ScaleOutTests(TwistdTestCase):
             self.assertFalse(os.path.exists(f"/proc/{pid}/stat") and _children(proc.pid))
         with self.assertRaises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+class RestartStormTests(TwistdTestCase):
+    """A supervisor whose workers keep dying gives up with exit status 1 (systemd's on-failure sees it)."""
+
+    def test_gives_up_with_status_1(self) -> None:
+        if not reuse_port_supported():
+            raise self.skipTest("--workers needs Linux")  # type: ignore[misc]
+        blocker = socket.socket()
+        self.addCleanup(blocker.close)
+        blocker.bind(("127.0.0.1", 0))  # no SO_REUSEPORT: every worker's bind fails
+        blocker.listen(1)
+        port = blocker.getsockname()[1]
+        listen = f"twistls:{port}:certificate={_esc(self.p.server.cert)}:privateKey={_esc(self.p.server.key)}:interface=127.0.0.1"
+        log = os.path.join(self.tmp, "storm.log")
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "twistls", "echo", "--listen", listen, "--workers", "2"],
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp, env=_env(),
+            )
+            try:
+                status = proc.wait(timeout=90)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+        text = _read(log)
+        self.assertIn("restarts a minute: stopping", text)
+        self.assertEqual(status, 1, text)
