@@ -186,3 +186,34 @@ class RestartStormTests(TwistdTestCase):
         text = _read(log)
         self.assertIn("restarts a minute: stopping", text)
         self.assertEqual(status, 1, text)
+
+
+class GroupSignalTests(TwistdTestCase):
+    """Ctrl-C in a terminal signals the whole process group: the workers stop once, through their supervisor."""
+
+    def test_sigint_to_the_process_group_stops_everything_cleanly(self) -> None:
+        if not reuse_port_supported():
+            raise self.skipTest("--workers needs Linux")  # type: ignore[misc]
+        port = free_port()
+        listen = f"twistls:{port}:certificate={_esc(self.p.server.cert)}:privateKey={_esc(self.p.server.key)}:interface=127.0.0.1"
+        log = os.path.join(self.tmp, "group.log")
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "twistls", "echo", "--listen", listen, "--workers", "2"],
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp, env=_env(), start_new_session=True,
+            )
+            try:
+                deadline = time.monotonic() + 30
+                while len(_children(proc.pid)) < 2 or _read(log).count("serves the default certificate") < 2:
+                    self.assertLess(time.monotonic(), deadline, _read(log))
+                    time.sleep(0.1)
+                os.killpg(proc.pid, signal.SIGINT)
+                status = proc.wait(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+        text = _read(log)
+        self.assertIn(status, (0, -signal.SIGINT), text)
+        self.assertNotIn("Traceback", text)
+        self.assertEqual(text.count("Server Shut Down"), 3, text)  # the supervisor and both workers

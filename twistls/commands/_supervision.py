@@ -81,7 +81,13 @@ def _worker_command(arguments: list[str]) -> list[str]:
     """``twistd -n twistls ...`` as a worker: the same arguments, ``--workers``
     included (it makes the worker listen with ``SO_REUSEPORT``); the
     ``TWISTLS_WORKER`` variable the supervisor sets keeps it from
-    supervising in turn."""
-    launcher = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+    supervising in turn.
+
+    A worker leaves its supervisor's process group first: a signal sent to
+    the group (Ctrl-C in a terminal, ``kill -- -PGID``, ``timeout``) then
+    reaches the supervisor alone, which forwards it once; a worker signalled
+    twice would log a ReactorNotRunning traceback.  A worker still ends with
+    its supervisor (see EndWithSupervisor)."""
+    launcher = "import os, sys; os.setpgrp(); from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
     return [sys.executable, "-c", launcher, "--nodaemon", "--pidfile=", "twistls", *arguments]
 
