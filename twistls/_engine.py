@@ -536,6 +536,7 @@ class TLSEngine:
     def _established(self, events: list[Event]) -> None:
         # Every check comes first: the connection is established (and
         # plaintext flows) only once all of them passed.
+        self._hooks.reverified = None  # that verification is over; its address may be reused
         version = str(m2.ssl_get_version(self._ssl))
         if version != "TLSv1.3" and not _ossl.extms_used(self._address):
             self._fail(
