@@ -44,23 +44,9 @@ sys.path.insert(0, HERE)
 PY = sys.executable
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
 TICK = os.sysconf("SC_CLK_TCK")
-SUITE = "TLS_AES_128_GCM_SHA256"
-GROUPS = "X25519:P-256:P-384"
-#: Python's ssl has no TLS 1.3 suite or group setter: the load generators get them from here
-#: (the same pin as bench/run.py).
-OPENSSL_CNF = f"""openssl_conf = openssl_init
-[openssl_init]
-ssl_conf = ssl_sect
-[ssl_sect]
-system_default = system_default_sect
-[system_default_sect]
-Ciphersuites = {SUITE}
-Groups = {GROUPS}
-"""
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+# The same TLS 1.3 suite and groups as bench/run.py; Python's ssl has no
+# setter for them, so the load generators get them from OPENSSL_CNF.
+from run import OPENSSL_CNF, log  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
