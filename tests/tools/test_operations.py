@@ -15,7 +15,7 @@ from typing import Callable
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests._pki import pki
-from tests.tools.test_twistd import TwistdTestCase, _esc, _read, free_port, run_twistd
+from tests.tools.test_twistd import TwistdTestCase, _esc, _read, _read_line, free_port, run_twistd
 
 
 
@@ -310,12 +310,7 @@ class StartTLSDeadlineTests(TwistdTestCase):
 
         with socket.create_connection(("127.0.0.1", plain_port), timeout=10) as raw:
             raw.sendall(b"STARTTLS\r\n")
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = raw.recv(1)
-                if not chunk:
-                    break
-                line += chunk
+            line = _read_line(raw)
             self.assertEqual(line, b"OK begin TLS\r\n")
             with self.ssl_context().wrap_socket(raw, server_hostname="localhost") as tls:
                 time.sleep(1.5)  # past the cleartext deadline: it no longer applies

@@ -13,6 +13,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests._pki import pki
+from tests.tools.test_twistd import _read_line
 from twistls import TLSWrappingFactory
 from twistls import tap
 from twistls.endpoints import TLSClientEndpoint, TLSServerEndpoint
@@ -450,12 +451,7 @@ def _starttls_roundtrip(port: int, cafile: str, leaf: Any) -> bytes | Exception:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
             raw.sendall(b"STARTTLS\r\n")
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = raw.recv(1)
-                if not chunk:
-                    break
-                line += chunk
+            line = _read_line(raw)
             if line != b"OK begin TLS\r\n":
                 return AssertionError(f"no STARTTLS answer: {line!r}")
             with context.wrap_socket(raw, server_hostname="localhost") as tls:
