@@ -89,10 +89,13 @@ def pki() -> PKI:
     return PKI()
 
 
-def self_signed(common_name: str, *, san: list[x509.GeneralName] | None = None, rsa_bits: int | None = None) -> tuple[bytes, bytes]:
-    """A self-signed certificate (DER) and key (PEM) with the given CN and SANs."""
+def self_signed(
+    subject: str | x509.Name, *, san: list[x509.GeneralName] | None = None, rsa_bits: int | None = None
+) -> tuple[bytes, bytes]:
+    """A self-signed certificate (DER) and key (PEM) with the given SANs and
+    subject: a common name, or a whole x509.Name."""
     key = rsa.generate_private_key(65537, rsa_bits) if rsa_bits else ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    name = subject if isinstance(subject, x509.Name) else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (
         x509.CertificateBuilder()

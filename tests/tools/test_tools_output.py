@@ -8,7 +8,6 @@ and the errors' attributes keep the raw data.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import random
@@ -18,15 +17,14 @@ import threading
 import time
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from twisted.internet import defer, reactor
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests._e2e import listen_tls
-from tests._pki import pki
+from tests._pki import pki, self_signed
 from tests.tools.test_cli import call_main, run_cli
 from twistls import ServerContextFactory
 from twistls._info import printable
@@ -81,32 +79,17 @@ def verdict_lines(text: str) -> list[str]:
 def hostile_certificate(directory: str) -> tuple[str, str, x509.Certificate]:
     """A self-signed certificate with control characters in its subject and SAN;
     returns (certificate PEM path, key PEM path, certificate)."""
-    key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [x509.NameAttribute(NameOID.ORGANIZATION_NAME, EVIL_O), x509.NameAttribute(NameOID.COMMON_NAME, EVIL_CN)]
     )
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(EVIL_DNS)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    der, key_pem = self_signed(name, san=[x509.DNSName(EVIL_DNS)])
+    cert = x509.load_der_x509_certificate(der)
     cert_path = os.path.join(directory, "hostile-cert.pem")
     key_path = os.path.join(directory, "hostile-key.pem")
     with open(cert_path, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     with open(key_path, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
+        f.write(key_pem)
     os.chmod(key_path, 0o600)
     return cert_path, key_path, cert
 
