@@ -211,6 +211,40 @@ class _RecordingSenderFactory(smtp.ESMTPSenderFactory):
         return p
 
 
+@defer.inlineCallbacks
+def send_esmtp(case, message, server_context, client_context, *, twistls_server=True, twistls_client=True):  # type: ignore[no-untyped-def]
+    """Send ``message`` from an ESMTP sender to an ESMTP server on 127.0.0.1 (cleaned up
+    by the test ``case``); each side runs behind a twistls STARTTLS wrapper or on
+    Twisted's own TCP startTLS. Returns (outcome, server, mailbox, sender)."""
+    server_factory = _ESMTPServerFactory(server_context)
+    listening = TLSWrappingFactory(server_factory, None, start_tls=True) if twistls_server else server_factory
+    port = reactor.listenTCP(0, listening, interface="127.0.0.1")
+    case.addCleanup(port.stopListening)
+    result: defer.Deferred[object] = defer.Deferred()
+    sender = _RecordingSenderFactory(
+        None,
+        None,
+        "a@example.com",
+        ["b@example.com"],
+        io.BytesIO(message),
+        result,
+        retries=0,
+        contextFactory=client_context,
+        requireAuthentication=False,
+        requireTransportSecurity=True,
+    )
+    connecting = TLSWrappingFactory(sender, None, start_tls=True) if twistls_client else sender
+    reactor.connectTCP("127.0.0.1", port.getHost().port, connecting)
+    try:
+        outcome = yield bounded(result, 30, "ESMTP send")
+    except smtp.SMTPClientError as exc:
+        outcome = exc
+    server = server_factory.instances[0]
+    yield bounded(server.lost, 10, "ESMTP server connection end")
+    yield bounded(sender.lost, 10, "ESMTP client connection end")
+    return outcome, server, server_factory.mailbox, sender
+
+
 class SMTPStartTLSTests(TestCase):
     """Twisted's own ESMTP client and server upgrade with STARTTLS over twistls."""
 
@@ -221,37 +255,10 @@ class SMTPStartTLSTests(TestCase):
     def send(self, cafile: str):  # type: ignore[no-untyped-def]
         return self.send_with(server_cf(), ClientContextFactory("localhost", cafile=cafile))
 
-    @defer.inlineCallbacks
     def send_with(self, server_context, client_context, *, twistls_server=True, twistls_client=True):  # type: ignore[no-untyped-def]
-        """Send MESSAGE from an ESMTP sender to an ESMTP server; each side runs
-        behind a twistls STARTTLS wrapper or on Twisted's own TCP startTLS."""
-        server_factory = _ESMTPServerFactory(server_context)
-        listening = TLSWrappingFactory(server_factory, None, start_tls=True) if twistls_server else server_factory
-        port = reactor.listenTCP(0, listening, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        result: defer.Deferred[object] = defer.Deferred()
-        sender = _RecordingSenderFactory(
-            None,
-            None,
-            "a@example.com",
-            ["b@example.com"],
-            io.BytesIO(self.MESSAGE),
-            result,
-            retries=0,
-            contextFactory=client_context,
-            requireAuthentication=False,
-            requireTransportSecurity=True,
+        return send_esmtp(
+            self, self.MESSAGE, server_context, client_context, twistls_server=twistls_server, twistls_client=twistls_client
         )
-        connecting = TLSWrappingFactory(sender, None, start_tls=True) if twistls_client else sender
-        reactor.connectTCP("127.0.0.1", port.getHost().port, connecting)
-        try:
-            outcome = yield bounded(result, 30, "ESMTP send")
-        except smtp.SMTPClientError as exc:
-            outcome = exc
-        server = server_factory.instances[0]
-        yield bounded(server.lost, 10, "ESMTP server connection end")
-        yield bounded(sender.lost, 10, "ESMTP client connection end")
-        return outcome, server, server_factory.mailbox, sender
 
     @defer.inlineCallbacks
     def test_mail_arrives_over_starttls(self):

@@ -9,7 +9,6 @@ API to use instead.
 
 from __future__ import annotations
 
-import io
 import warnings
 from typing import Any
 
@@ -22,9 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from twistls import ClientContextFactory, ServerContextFactory, TLSWrappingFactory
 from twistls.protocol import TLSProtocolWrapper
-from tests._e2e import bounded
 from tests._pki import pki
-from tests.e2e.test_starttls import _ESMTPServerFactory, _RecordingSenderFactory, server_cf
+from tests.e2e.test_starttls import send_esmtp, server_cf
 
 
 def client_policy() -> ClientContextFactory:
@@ -136,30 +134,8 @@ class ESMTPSenderTests(TestCase):
     @defer.inlineCallbacks
     def send(self, *, wrap_client: bool) -> Any:
         """Send MESSAGE over 127.0.0.1 to a twistls STARTTLS ESMTP server; return the sender's outcome."""
-        server_factory = _ESMTPServerFactory(server_cf())
-        port = reactor.listenTCP(0, TLSWrappingFactory(server_factory, None, start_tls=True), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        result: defer.Deferred[object] = defer.Deferred()
-        sender = _RecordingSenderFactory(
-            None,
-            None,
-            "a@example.com",
-            ["b@example.com"],
-            io.BytesIO(self.MESSAGE),
-            result,
-            retries=0,
-            contextFactory=client_policy(),
-            requireAuthentication=False,
-            requireTransportSecurity=True,
-        )
-        connecting = TLSWrappingFactory(sender, None, start_tls=True) if wrap_client else sender
-        reactor.connectTCP("127.0.0.1", port.getHost().port, connecting)
-        try:
-            outcome = yield bounded(result, 30, "ESMTP send")
-        except smtp.SMTPClientError as exc:
-            outcome = exc
-        yield bounded(sender.lost, 10, "ESMTP client connection end")
-        return outcome, server_factory.mailbox
+        outcome, _, mailbox, _ = yield send_esmtp(self, self.MESSAGE, server_cf(), client_policy(), twistls_client=wrap_client)
+        return outcome, mailbox
 
     @defer.inlineCallbacks
     def test_plain_transport_logs_type_error_naming_start_tls_wrapper(self) -> None:
