@@ -1,5 +1,5 @@
-"""The files a context is configured with: path checks, the certificate chain
-and private key it presents, and a one-line description of a certificate.
+"""The files a context is configured with: path checks, and the certificate
+chain and private key it presents.
 
 Contracts: every failure is a :class:`~twistls.errors.ConfigurationError`
 naming the path and OpenSSL's reason; key material and passphrases never
@@ -14,7 +14,6 @@ import logging
 import os
 from typing import Callable, Union
 
-from cryptography import x509
 from M2Crypto import BIO, EVP, m2
 
 from twistls import _openssl as _ossl
@@ -28,7 +27,6 @@ __all__ = [
     "require_dir",
     "fspath_or_none",
     "load_identity",
-    "describe_pem",
 ]
 
 log = logging.getLogger("twistls")
@@ -179,19 +177,3 @@ def _warn_if_key_exposed(key_path: str) -> None:
     if mode & 0o004:
         log.warning("private key file %r is readable by every user; chmod 600 it", key_path)
 
-
-def describe_pem(path: str) -> str:
-    """``subject ..., names ..., notAfter ...`` of the first certificate in
-    ``path``, for the reload log line (printable: certificate text is escaped).
-    Never raises for an unreadable file: says it could not describe it."""
-    from twistls._info import printable, san_names
-
-    try:
-        with open(path, "rb") as f:
-            cert = x509.load_pem_x509_certificate(f.read())
-    except (OSError, ValueError) as exc:
-        return f"(certificate not described: {type(exc).__name__})"
-    names = ", ".join(san_names(cert, uris=False)) or "none"
-    return printable(
-        f"subject {cert.subject.rfc4514_string()}, names {names}, notAfter {cert.not_valid_after_utc.isoformat()}"
-    )

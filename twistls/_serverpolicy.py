@@ -28,7 +28,7 @@ from twistls._ctxbuild import (
     keylog_path,
 )
 from twistls._engine import ContextHandle, TLSEngine
-from twistls._pemfiles import Passphrase, Secret, describe_pem, fspath_or_none, require_dir
+from twistls._pemfiles import Passphrase, Secret, fspath_or_none, require_dir
 from twistls._sni import scan_directory, scan_sni_directory, sni_table
 from twistls.checker import Checker
 from twistls._policybase import (
@@ -294,14 +294,14 @@ class ServerContextFactory(_ContextFactory):
                 log.error("twistls: reload failed, still serving the previous certificate: %s", reason)
                 raise
             self._handle = handle
+            from twistls._info import certificate_status, served_certificates
+
             log.info(
                 "twistls: reloaded the server certificate from %r: %s%s",
                 self.certificate,
-                describe_pem(self.certificate),
+                certificate_status(self.certificate)[0],
                 f" (and {len(self.sni_certificates)} SNI names)" if self.sni_certificates else "",
             )
-            from twistls._info import certificate_status, served_certificates
-
             for _name, path in served_certificates(self):
                 warning = certificate_status(path)[1]
                 if warning is not None:
