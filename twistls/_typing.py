@@ -20,6 +20,8 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any, Callable, Final, Literal, Protocol, Union, runtime_checkable
 
+from twistls.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
@@ -35,6 +37,7 @@ __all__ = [
     "ServerEndpoint",
     "TLSTransport",
     "Transport",
+    "check_handshake_timeout",
 ]
 
 
@@ -143,3 +146,14 @@ FROM_CONTEXT: Final = _FromContext.FROM_CONTEXT
 
 #: What a ``handshake_timeout`` argument of the wrapping side accepts.
 HandshakeTimeout = Union[float, None, Literal[_FromContext.FROM_CONTEXT]]
+
+
+def check_handshake_timeout(handshake_timeout: HandshakeTimeout) -> None:
+    """The one check of a wrapping-side ``handshake_timeout`` (the wrapping
+    factory's and the endpoints').
+
+    Raises:
+        ConfigurationError: neither :data:`FROM_CONTEXT`, ``None`` nor > 0 seconds.
+    """
+    if handshake_timeout is not FROM_CONTEXT and handshake_timeout is not None and not handshake_timeout > 0:
+        raise ConfigurationError(f"handshake_timeout must be > 0 seconds or None, not {handshake_timeout!r}")

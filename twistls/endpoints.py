@@ -134,7 +134,7 @@ from twistls._parsers import _ClientParser as _ClientParser
 from twistls._parsers import _ServerParser as _ServerParser
 from twistls._proxyheader import _PROXY_HEADER_TIMEOUT as _PROXY_HEADER_TIMEOUT
 from twistls._proxyheader import _ProxyHeaderFactory as _ProxyHeaderFactory
-from twistls._typing import FROM_CONTEXT, HandshakeTimeout
+from twistls._typing import FROM_CONTEXT, HandshakeTimeout, check_handshake_timeout
 from twistls.errors import ConfigurationError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -173,8 +173,7 @@ class _TLSEndpoint:
         self._clock = clock
         self._allow_truncation = allow_truncation
         self._idle_timeout = idle_timeout
-        if handshake_timeout is not FROM_CONTEXT and handshake_timeout is not None and not handshake_timeout > 0:
-            raise ConfigurationError(f"handshake_timeout must be > 0 seconds or None, not {handshake_timeout!r}")
+        check_handshake_timeout(handshake_timeout)
         self._handshake_timeout = handshake_timeout
 
     @property

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, cast
 from twisted.internet.interfaces import IProtocolNegotiationFactory, IReactorTime
 from twisted.protocols.policies import WrappingFactory
 
-from twistls._typing import FROM_CONTEXT, EngineFactory, HandshakeTimeout
+from twistls._typing import FROM_CONTEXT, EngineFactory, HandshakeTimeout, check_handshake_timeout
 from twistls._wrapper import TLSProtocolWrapper, engine_factory
 from twistls.errors import ConfigurationError
 
@@ -115,8 +115,7 @@ class TLSWrappingFactory(WrappingFactory[TLSProtocolWrapper]):
         if idle_timeout is not None and not idle_timeout > 0:
             raise ConfigurationError(f"idle_timeout must be > 0 seconds or None, not {idle_timeout!r}")
         self.idle_timeout = idle_timeout
-        if handshake_timeout is not FROM_CONTEXT and handshake_timeout is not None and not handshake_timeout > 0:
-            raise ConfigurationError(f"handshake_timeout must be > 0 seconds or None, not {handshake_timeout!r}")
+        check_handshake_timeout(handshake_timeout)
         #: This factory's handshake timeout, or FROM_CONTEXT (see :meth:`handshake_timeout_for`).
         self.handshake_timeout: HandshakeTimeout = handshake_timeout
         if context_factory is None and not start_tls:
