@@ -54,8 +54,6 @@ from twistls._engine import TLSEngine, Verifier
 from twistls._pemfiles import Passphrase as Passphrase, fspath_or_none
 from twistls._policybase import (
     DEFAULT_HANDSHAKE_TIMEOUT as DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_MAX_PEER_CHAIN_SIZE as DEFAULT_MAX_PEER_CHAIN_SIZE,
-    DEFAULT_SESSION_CACHE_MEMORY as DEFAULT_SESSION_CACHE_MEMORY,
     DEFAULT_VERIFY_DEPTH as DEFAULT_VERIFY_DEPTH,
     _ContextFactory as _ContextFactory,
 )
