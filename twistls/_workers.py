@@ -241,6 +241,8 @@ class _Worker(protocol.ProcessProtocol):
         self.supervisor = supervisor
         self.number = number
         self.ended: defer.Deferred[None] = defer.Deferred()
+        #: The IProcessTransport spawnProcess returned.
+        self.process: Any = None
 
     def processEnded(self, reason: Failure) -> None:
         self.supervisor._ended(self, reason)  # forgotten before anyone waiting hears of it
@@ -296,11 +298,15 @@ class WorkerSupervisor(service.Service):
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
-        self.workers: dict[int, Any] = {}  # number -> IProcessTransport
-        self._protocols: dict[int, _Worker] = {}
+        self._workers: dict[int, _Worker] = {}
         self._restarts: list[float] = []
         self._stopping = False
         self.restarted = 0
+
+    @property
+    def workers(self) -> dict[int, Any]:
+        """The running workers: number -> IProcessTransport."""
+        return {number: worker.process for number, worker in self._workers.items()}
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -308,7 +314,7 @@ class WorkerSupervisor(service.Service):
         for number in range(1, self.count + 1):
             self._spawn(number)
         log.info("twistls: supervising {count} worker(s): {pids}", count=self.count,
-                 pids=" ".join(str(self.workers[n].pid) for n in sorted(self.workers)))
+                 pids=" ".join(str(self._workers[n].process.pid) for n in sorted(self._workers)))
 
     def _spawn(self, number: int) -> None:
         if self._stopping or not self.running:
@@ -316,16 +322,14 @@ class WorkerSupervisor(service.Service):
         worker = _Worker(self, number)
         env = dict(self.env)
         env[WORKER_ENV] = str(number)
-        transport = self._reactor.spawnProcess(
+        worker.process = self._reactor.spawnProcess(
             worker, self.argv[0], self.argv, env=env, childFDs={0: "w", 1: 1, 2: 2}
         )
-        self.workers[number] = transport
-        self._protocols[number] = worker
+        self._workers[number] = worker
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
-        if self.workers.get(worker.number) is not None and self._protocols.get(worker.number) is worker:
-            del self.workers[worker.number]
-            del self._protocols[worker.number]
+        if self._workers.get(worker.number) is worker:
+            del self._workers[worker.number]
         if self._stopping or not self.running:
             return
         now = time.monotonic()
@@ -353,15 +357,15 @@ class WorkerSupervisor(service.Service):
 
     def signal_workers(self, signum: int) -> None:
         """Send ``signum`` to every running worker."""
-        for transport in list(self.workers.values()):
+        for worker in list(self._workers.values()):
             try:
-                transport.signalProcess(signum)
+                worker.process.signalProcess(signum)
             except error.ProcessExitedAlready:
                 pass
 
     def reload(self) -> None:
         """Ask every worker to reload (SIGHUP)."""
-        log.info("twistls: reloading {count} worker(s)", count=len(self.workers))
+        log.info("twistls: reloading {count} worker(s)", count=len(self._workers))
         self.signal_workers(signal.SIGHUP)
 
     def install_signal_handlers(self) -> None:
@@ -375,7 +379,7 @@ class WorkerSupervisor(service.Service):
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
         self._stopping = True
-        waiting = [p.ended for p in self._protocols.values()]
+        waiting = [worker.ended for worker in self._workers.values()]
         self.signal_workers(signal.SIGTERM)
         all_ended = defer.DeferredList(waiting)
         killer = self._reactor.callLater(self.stop_timeout, self.signal_workers, signal.SIGKILL)
