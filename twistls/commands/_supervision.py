@@ -9,24 +9,23 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 
+from twistls._workers import DrainService
+
 if TYPE_CHECKING:
     from twistls.tap import _Listening
 
 
-class _Draining(service.Service):
-    """Drains the connections of the ``listeners`` when the process stops."""
+class _Draining(DrainService):
+    """Drains the connections of the ``listeners`` when the process stops
+    (their factories are known only once they listen)."""
 
     def __init__(self, listeners: list[_Listening], drain_timeout: float) -> None:
+        super().__init__([], drain_timeout)
         self.listeners = listeners
-        self.drain_timeout = drain_timeout
 
     def stopService(self) -> Any:
-        from twistls._workers import DrainService
-
-        service.Service.stopService(self)
-        drain = DrainService([f for listener in self.listeners for f in listener.factories()], self.drain_timeout)
-        drain.running = True
-        return drain.stopService()
+        self.factories = [f for listener in self.listeners for f in listener.factories()]
+        return super().stopService()
 
 
 class _ReloadOnSighup(service.Service):
