@@ -140,27 +140,27 @@ def _refuse_idle_options(where: str, timeout: float | None, idle: float | None) 
 
 
 def _server_endpoint(option: str, description: str, defaults: dict[str, str | None]) -> Any:
-    from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
-    keys = _keys(option, description)
-    if keys is not None:
-        description = _with_defaults(description, keys, defaults)
-    try:
-        return serverFromString(reactor, description)
-    except (ValueError, TypeError, KeyError, OSError) as exc:
-        raise _one_line(option, description, exc) from None
+    return _endpoint(serverFromString, option, description, defaults)
 
 
 def _client_endpoint(option: str, description: str, defaults: dict[str, str | None]) -> Any:
-    from twisted.internet import reactor
     from twisted.internet.endpoints import clientFromString
+
+    return _endpoint(clientFromString, option, description, defaults)
+
+
+def _endpoint(parse: Any, option: str, description: str, defaults: dict[str, str | None]) -> Any:
+    """``parse(reactor, description)``, a ``twistls:`` string completed with
+    ``defaults``; an error is one line naming ``option``."""
+    from twisted.internet import reactor
 
     keys = _keys(option, description)
     if keys is not None:
         description = _with_defaults(description, keys, defaults)
     try:
-        return clientFromString(reactor, description)
+        return parse(reactor, description)
     except (ValueError, TypeError, KeyError, OSError) as exc:
         raise _one_line(option, description, exc) from None
 
@@ -228,7 +228,6 @@ def _check_scale_options(opts: usage.Options) -> None:
         raise usage.UsageError(
             f"--ticket-key-file {opts['ticket-key-file']!r}: no such file (make one with 'twistls mkticketkey FILE')"
         )
-
 
 
 def _is_no(value: str) -> bool:
