@@ -210,13 +210,14 @@ class ProxyOptions(usage.Options):
                 raise usage.UsageError(f"proxy needs --{name} (see --help)")
         _check_scale_options(self)
         timeout, idle = self["handshake-timeout"], self["idle-timeout"]
-        if _keys("--listen", self["listen"]) is None and _keys("--connect", self["connect"]) is None:
+        listen_keys = _keys("--listen", self["listen"])
+        if listen_keys is None and _keys("--connect", self["connect"]) is None:
             _refuse_idle_options("neither --listen nor --connect is a twistls: string", timeout, idle)
         listen_defaults, connect_defaults = _timeouts(timeout, idle), _timeouts(timeout, idle)
         passphrase = self["passphrase-file"]
         if passphrase is not None:
             _check_passphrase_file(passphrase)
-            listen_keys, connect_keys = _keys("--listen", self["listen"]), _keys("--connect", self["connect"])
+            connect_keys = _keys("--connect", self["connect"])
             takers = 0
             if listen_keys is not None:
                 listen_defaults["passphraseFile"] = _refuse_second_passphrase("--listen", self["listen"], listen_keys, passphrase)
@@ -232,7 +233,7 @@ class ProxyOptions(usage.Options):
                     "with clientCertificate="
                 )
         if self["proxy-protocol"]:
-            _add_proxy_protocol("--listen", self["listen"], _keys("--listen", self["listen"]), listen_defaults)
-        _scale_defaults(self, "--listen", self["listen"], _keys("--listen", self["listen"]), listen_defaults)
+            _add_proxy_protocol("--listen", self["listen"], listen_keys, listen_defaults)
+        _scale_defaults(self, "--listen", self["listen"], listen_keys, listen_defaults)
         self["listen-endpoint"] = _server_endpoint("--listen", self["listen"], listen_defaults)
         self["connect-endpoint"] = _client_endpoint("--connect", self["connect"], connect_defaults)
