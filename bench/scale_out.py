@@ -30,7 +30,6 @@ import shutil
 import signal
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,10 +42,9 @@ sys.path.insert(0, HERE)
 
 PY = sys.executable
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
-TICK = os.sysconf("SC_CLK_TCK")
 # The same TLS 1.3 suite and groups as bench/run.py; Python's ssl has no
 # setter for them, so the load generators get them from OPENSSL_CNF.
-from run import OPENSSL_CNF, log  # noqa: E402
+from run import OPENSSL_CNF, fmt, free_port, log, median, proc_cpu, ratio  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,12 +55,6 @@ from run import OPENSSL_CNF, log  # noqa: E402
 def _stat_fields(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()
-
-
-def proc_cpu(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds."""
-    fields = _stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def children(pid: int) -> list[int]:
@@ -96,12 +88,6 @@ def load_average() -> float:
 
 def _esc(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env() -> dict[str, str]:
@@ -354,19 +340,6 @@ def measure(server: Server, mode: str, seconds: float, clients: int, cafile: str
 # ---------------------------------------------------------------------------------------------
 
 
-def _med(values: list[Any]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def _fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
 def table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
@@ -443,10 +416,10 @@ def main(argv: list[str] | None = None) -> int:
                     r["run"] = run
                     results.append(r)
                     log(
-                        f"run {run + 1}/{runs} {mode:7s} {s.name}: {r['hs_per_s']:.0f} hs/s, server {_fmt(r['server_ms_per_hs'], '.2f')} ms/hs "
-                        f"(each {', '.join(_fmt(w['ms_per_hs'], '.2f') for w in r['workers'])}), client {_fmt(r['client_ms_per_hs'], '.2f')} ms/hs, "
-                        f"{r['resumed_fraction']:.0%} resumed, {r['errors']} errors, machine {_fmt(r['machine_busy'], '.0%')} busy, "
-                        f"supervisor {_fmt(r['supervisor_cpu_s'], '.2f')} s CPU"
+                        f"run {run + 1}/{runs} {mode:7s} {s.name}: {r['hs_per_s']:.0f} hs/s, server {fmt(r['server_ms_per_hs'], '.2f')} ms/hs "
+                        f"(each {', '.join(fmt(w['ms_per_hs'], '.2f') for w in r['workers'])}), client {fmt(r['client_ms_per_hs'], '.2f')} ms/hs, "
+                        f"{r['resumed_fraction']:.0%} resumed, {r['errors']} errors, machine {fmt(r['machine_busy'], '.0%')} busy, "
+                        f"supervisor {fmt(r['supervisor_cpu_s'], '.2f')} s CPU"
                     )
         for s in list(servers):
             s.stop()
@@ -457,19 +430,19 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     def pick(name: str, mode: str, field: str) -> float | None:
-        return _med([r[field] for r in results if r["config"] == name and r["mode"] == mode])
+        return median([r[field] for r in results if r["config"] == name and r["mode"] == mode])
 
     def each_ms(name: str, mode: str) -> str:
         rs = [r for r in results if r["config"] == name and r["mode"] == mode]
-        return " / ".join(_fmt(_med([r["workers"][i]["ms_per_hs"] for r in rs]), ".2f") for i in range(len(rs[0]["workers"])))
+        return " / ".join(fmt(median([r["workers"][i]["ms_per_hs"] for r in rs]), ".2f") for i in range(len(rs[0]["workers"])))
 
     def split(name: str, mode: str) -> str:
         rs = [r for r in results if r["config"] == name and r["mode"] == mode]
         k = len(rs[0]["workers"])
         if k == 1:
             return "100%"
-        shares = [_med([r["workers"][i]["cpu_s"] / r["server_cpu_s"] if r["server_cpu_s"] else None for r in rs]) for i in range(k)]
-        return "/".join(_fmt(100 * v if v is not None else None, ".0f") for v in shares) + "%"
+        shares = [median([r["workers"][i]["cpu_s"] / r["server_cpu_s"] if r["server_cpu_s"] else None for r in rs]) for i in range(k)]
+        return "/".join(fmt(100 * v if v is not None else None, ".0f") for v in shares) + "%"
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.0f}%"
@@ -489,14 +462,14 @@ def main(argv: list[str] | None = None) -> int:
         name = s.name
         rows.append([
             name,
-            _fmt(pick(name, "full", "hs_per_s"), ".0f"),
-            _fmt(pick(name, "resumed", "hs_per_s"), ".0f"),
-            _fmt(pick(name, "full", "server_ms_per_hs"), ".2f"),
-            _fmt(pick(name, "resumed", "server_ms_per_hs"), ".2f"),
+            fmt(pick(name, "full", "hs_per_s"), ".0f"),
+            fmt(pick(name, "resumed", "hs_per_s"), ".0f"),
+            fmt(pick(name, "full", "server_ms_per_hs"), ".2f"),
+            fmt(pick(name, "resumed", "server_ms_per_hs"), ".2f"),
             each_ms(name, "full"),
             each_ms(name, "resumed"),
             split(name, "full"),
-            _fmt(pick(name, "full", "client_ms_per_hs"), ".2f"),
+            fmt(pick(name, "full", "client_ms_per_hs"), ".2f"),
             pct(pick(name, "full", "machine_busy")),
             pct(pick(name, "resumed", "resumed_fraction")),
             f"{rates[name]:.0%}",
@@ -511,8 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [(many, one)] + ([(control, one), (many, control)] if control else [])
     for a, b in pairs:
         label = f"{a.name} / {b.name}"
-        ratios[label] = {f"{f}/{m}": _ratio(pick(a.name, m, f), pick(b.name, m, f)) for f, m in fields}
-        ratio_rows.append([label] + [_fmt(v, ".2f") + "x" if v is not None else "-" for v in ratios[label].values()])
+        ratios[label] = {f"{f}/{m}": ratio(pick(a.name, m, f), pick(b.name, m, f)) for f, m in fields}
+        ratio_rows.append([label] + [fmt(v, ".2f") + "x" if v is not None else "-" for v in ratios[label].values()])
     print(table(ratio_rows))
     print()
 
