@@ -75,10 +75,12 @@ def _seconds(key: str, value: str, *, allow_none: bool) -> float | None:
     return number
 
 
-def _file(key: str, value: str) -> str:
+def _file(key: str, value: str, *, label: str | None = None) -> str:
+    """The path ``value`` names (``~`` expanded), if it is a file; errors
+    begin with ``label`` (default: ``twistls endpoint: key='value'``)."""
     path = os.path.expanduser(value)
     if not os.path.isfile(path):
-        raise ConfigurationError(f"twistls endpoint: {key}={value!r}: no such file")
+        raise ConfigurationError(f"{label or f'twistls endpoint: {key}={value!r}'}: no such file")
     return path
 
 
@@ -92,9 +94,7 @@ def _passphrase_file(key: str, value: str, *, label: str | None = None) -> Calla
         ConfigurationError: no such file (now); unreadable or empty (at a load).
     """
     name = label or f"twistls endpoint: {key}={value!r}"
-    path = os.path.expanduser(value)
-    if not os.path.isfile(path):
-        raise ConfigurationError(f"{name}: no such file")
+    path = _file(key, value, label=name)
     _warn_if_readable_by_all(key, path)
 
     def read() -> bytes:
