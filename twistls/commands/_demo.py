@@ -26,7 +26,7 @@ from twisted.internet import defer, protocol
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
-    from twistls._typing import TLSTransport, Transport
+    from twistls._typing import TLSTransport
 
 
 def run_demo(message: str, *, in_process: bool = False) -> int:
@@ -214,13 +214,6 @@ def _throwaway_pki(workdir: str) -> tuple[str, str, str]:
     return cert, key, cafile
 
 
-class _Echo(protocol.Protocol):
-    transport: Transport  # type: ignore[assignment]  # set by makeConnection (see twistls._typing)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
 class _Client(protocol.Protocol):
     """Sends ``message``, prints what the handshake negotiated, and fires
     :attr:`done` with what was echoed and why the connection ended."""
@@ -265,6 +258,7 @@ async def _serve_and_connect(reactor: Any, message: str, workdir: str, cert: str
     expecting a wrong name; returns 0 when the first echoed and the second
     was rejected."""
     from twistls import ClientContextFactory, ServerContextFactory, TLSError, TLSWrappingFactory
+    from twistls.commands._echo import _Echo
 
     server_cf = ServerContextFactory(cert, key)
     port = reactor.listenTCP(0, TLSWrappingFactory(protocol.Factory.forProtocol(_Echo), server_cf), interface="127.0.0.1")
