@@ -77,15 +77,15 @@ class _ProxyHeaderWrapper(ProtocolWrapper):
             deadline.cancel()
 
     def dataReceived(self, data: bytes) -> None:
-        from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
-        from twisted.protocols.haproxy._v1parser import V1Parser
-        from twisted.protocols.haproxy._v2parser import V2Parser
-
         if self._started:
             self.wrappedProtocol.dataReceived(data)
             return
         if not self.connected:
             return
+        from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+        from twisted.protocols.haproxy._v1parser import V1Parser
+        from twisted.protocols.haproxy._v2parser import V2Parser
+
         self._buffer += data
         buffer = self._buffer
         head = buffer[: len(_V2_SIGNATURE)]
