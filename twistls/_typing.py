@@ -38,6 +38,7 @@ __all__ = [
     "TLSTransport",
     "Transport",
     "check_handshake_timeout",
+    "handshake_timeout_of",
 ]
 
 
@@ -157,3 +158,11 @@ def check_handshake_timeout(handshake_timeout: HandshakeTimeout) -> None:
     """
     if handshake_timeout is not FROM_CONTEXT and handshake_timeout is not None and not handshake_timeout > 0:
         raise ConfigurationError(f"handshake_timeout must be > 0 seconds or None, not {handshake_timeout!r}")
+
+
+def handshake_timeout_of(handshake_timeout: HandshakeTimeout, context_factory: EngineFactory) -> float | None:
+    """The handshake timeout in force: ``handshake_timeout``, unless it is
+    :data:`FROM_CONTEXT`, then ``context_factory``'s."""
+    if handshake_timeout is FROM_CONTEXT:
+        return context_factory.handshake_timeout
+    return handshake_timeout

@@ -134,7 +134,7 @@ from twistls._parsers import _ClientParser as _ClientParser
 from twistls._parsers import _ServerParser as _ServerParser
 from twistls._proxyheader import _PROXY_HEADER_TIMEOUT as _PROXY_HEADER_TIMEOUT
 from twistls._proxyheader import _ProxyHeaderFactory as _ProxyHeaderFactory
-from twistls._typing import FROM_CONTEXT, HandshakeTimeout, check_handshake_timeout
+from twistls._typing import FROM_CONTEXT, HandshakeTimeout, check_handshake_timeout, handshake_timeout_of
 from twistls.errors import ConfigurationError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -183,10 +183,7 @@ class _TLSEndpoint:
 
         .. versionadded:: 0.2
         """
-        if self._handshake_timeout is FROM_CONTEXT:
-            timeout: float | None = self.context_factory.handshake_timeout
-            return timeout
-        return self._handshake_timeout
+        return handshake_timeout_of(self._handshake_timeout, self.context_factory)
 
     @property
     def idle_timeout(self) -> float | None:

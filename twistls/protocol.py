@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, cast
 from twisted.internet.interfaces import IProtocolNegotiationFactory, IReactorTime
 from twisted.protocols.policies import WrappingFactory
 
-from twistls._typing import FROM_CONTEXT, EngineFactory, HandshakeTimeout, check_handshake_timeout
+from twistls._typing import FROM_CONTEXT, EngineFactory, HandshakeTimeout, check_handshake_timeout, handshake_timeout_of
 from twistls._wrapper import TLSProtocolWrapper, engine_factory
 from twistls.errors import ConfigurationError
 
@@ -141,9 +141,7 @@ class TLSWrappingFactory(WrappingFactory[TLSProtocolWrapper]):
 
         .. versionadded:: 0.2
         """
-        if self.handshake_timeout is FROM_CONTEXT:
-            return context_factory.handshake_timeout
-        return self.handshake_timeout
+        return handshake_timeout_of(self.handshake_timeout, context_factory)
 
     def buildProtocol(self, addr: Any) -> TLSProtocolWrapper | None:  # type: ignore[override]
         wrapped = self.wrappedFactory.buildProtocol(addr)
