@@ -13,14 +13,10 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests._pki import pki
-from tests.tools.test_twistd import _read_line
+from tests.tools.test_twistd import _esc, _read_line
 from twistls import TLSWrappingFactory
 from twistls import tap
 from twistls.endpoints import TLSClientEndpoint, TLSServerEndpoint
-
-
-def _esc(path: str) -> str:
-    return path.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def parse(*argv: str) -> tap.Options:

@@ -22,7 +22,9 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import clientFromString
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests._e2e import free_port
 from tests._pki import pki
+from tests.tools.test_cli import _env
 from twistls import HostnameMismatchError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,12 +33,6 @@ TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twi
 
 def _esc(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: str, seconds: float = 60.0) -> None:
@@ -67,12 +63,6 @@ def run_twistd(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess
         cwd=ROOT,
         env=_env(),
     )
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 class TwistdTestCase(TestCase):
