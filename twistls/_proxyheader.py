@@ -18,8 +18,6 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 
-from twistls._connlog import peer_text
-
 __all__ = ["_PROXY_HEADER_TIMEOUT", "_ProxyHeaderFactory", "_ProxyHeaderWrapper"]
 
 _PROXY_HEADER_TIMEOUT = 30.0
@@ -63,7 +61,7 @@ class _ProxyHeaderWrapper(ProtocolWrapper):
         self._cancel()
         self._buffer = b""
         _proxy_log.warn(
-            "PROXY protocol: connection from {peer} refused: {reason}", peer=peer_text(self.transport), reason=reason
+            "PROXY protocol: connection from {peer} refused: {reason}", peer=_peer_text(self.transport), reason=reason
         )
         self.transport.abortConnection()
 
@@ -178,3 +176,12 @@ def _check_v1_addresses(line: bytes) -> None:
     for port in fields[4:6]:
         if not (port.isdigit() and len(port) <= 5 and int(port) <= 65535):
             raise ValueError("a PROXY v1 port is not 0-65535")
+
+
+def _peer_text(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+    except Exception:
+        return "an unknown peer"
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    return f"{host}:{port}" if host is not None else str(peer)
