@@ -179,7 +179,6 @@ def _add_probe(sub: _Subparsers) -> None:
     )
 
 
-
 def _add_verify(sub: _Subparsers) -> None:
     verify = sub.add_parser(
         "verify",
@@ -228,7 +227,6 @@ def _add_verify(sub: _Subparsers) -> None:
     verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
-
 def _add_mkcert(sub: _Subparsers) -> None:
     mkcert = sub.add_parser(
         "mkcert",
@@ -262,7 +260,6 @@ def _add_mkcert(sub: _Subparsers) -> None:
     )
 
 
-
 def _add_mkticketkey(sub: _Subparsers) -> None:
     mkticketkey = sub.add_parser(
         "mkticketkey",
@@ -278,7 +275,6 @@ def _add_mkticketkey(sub: _Subparsers) -> None:
     mkticketkey.add_argument("--rotate", action="store_true", help="add a new first key to an existing file")
     mkticketkey.add_argument("--keep", type=int, default=3, help="keys kept by --rotate, 2..8 (default %(default)s)")
     mkticketkey.add_argument("--force", action="store_true", help="replace an existing FILE with one new key")
-
 
 
 def _add_demo(sub: _Subparsers) -> None:
